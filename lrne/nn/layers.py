@@ -1,0 +1,215 @@
+"""Flax layers whose weight is dense (``rank=0``) or a low-rank product W = A·B.
+
+Garbus & Pollack 2025, *Low Rank Factorizations are Indirect Encodings for Deep
+Neuroevolution* (arXiv 2504.03037): every weight matrix is stored as factors
+A (in×r) and B (r×out) with no frozen base matrix, and evolution searches the
+factors. Biases and norms are never factorized.
+
+A factorized weight is stored as one flax param whose value is the dict
+``{"A": ..., "B": ...}``; :func:`lrne.materialize` replaces that dict by
+``A·B`` to give the dense pytree of the same architecture at ``rank=0``.
+
+The forward pass computes ``(x·A)·B``, never ``A·B``. Layers are written for one
+example; a population is evaluated with ``jax.vmap`` over members, which on
+XLA:CPU turns ``x @ A`` into a slow batched matmul. For a single input row the
+broadcast-multiply-sum form is used instead (measured 4.7x faster on the 2-core
+CPU for rank-4 factors of a 400-256-256-3 MLP at 256 members).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+Array = jax.Array
+
+
+def _check_rank(name: str, rank: int) -> None:
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
+        raise ValueError(f"{name}: rank must be an int >= 0 (0 = dense), got {rank!r}")
+
+
+def _check_rank_fits(name: str, rank: int, fan_in: int, fan_out: int) -> None:
+    if rank > min(fan_in, fan_out):
+        raise ValueError(
+            f"{name}: rank={rank} exceeds min(in, out)=min({fan_in}, {fan_out}); "
+            f"allowed range is 0 <= rank <= {min(fan_in, fan_out)}"
+        )
+
+
+def dense_init(variance: float):
+    """Gaussian initializer with the given per-entry variance."""
+
+    def init(key: Array, shape: Sequence[int], dtype=jnp.float32) -> Array:
+        return math.sqrt(variance) * jax.random.normal(key, shape, dtype)
+
+    return init
+
+
+def factor_init(variance: float, rank: int, a_shape: Sequence[int], b_shape: Sequence[int]):
+    """Initializer for factors ``{"A", "B"}`` such that Var((A·B)_ij) = ``variance``.
+
+    With i.i.d. zero-mean entries, Var((A·B)_ij) = rank · Var(A) · Var(B), so both
+    factors get standard deviation ``(variance / rank) ** (1/4)``.
+    """
+    std = (variance / rank) ** 0.25
+
+    def init(key: Array) -> dict[str, Array]:
+        key_a, key_b = jax.random.split(key)
+        return {
+            "A": std * jax.random.normal(key_a, tuple(a_shape), jnp.float32),
+            "B": std * jax.random.normal(key_b, tuple(b_shape), jnp.float32),
+        }
+
+    return init
+
+
+def lowrank_matmul(x: Array, a: Array, b: Array) -> Array:
+    """``(x·A)·B`` contracting the last axis of ``x``; A is (in, r), B is (r, out).
+
+    One input row (the per-member view under ``vmap``) uses multiply-sum, which
+    XLA:CPU runs far faster than a batched matvec; several rows use matmuls.
+    """
+    if x.ndim == 1:
+        h = jnp.sum(x[:, None] * a, axis=0)
+        return jnp.sum(h[:, None] * b, axis=0)
+    return (x @ a) @ b
+
+
+class Dense(nn.Module):
+    """Fully connected layer, ``y = x·W + b`` with W dense or W = A·B.
+
+    Attributes:
+        features: output width.
+        rank: 0 stores W (in×out); r > 0 stores A (in×r), B (r×out).
+        use_bias: add a (never factorized) bias.
+        init_scale: Var(W_ij) = init_scale / in (LeCun normal at 1.0); the factors
+            are initialized so that Var((A·B)_ij) is the same.
+    """
+
+    features: int
+    rank: int = 0
+    use_bias: bool = True
+    init_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_rank("Dense", self.rank)
+        if self.features < 1:
+            raise ValueError(f"Dense: features must be >= 1, got {self.features}")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        fan_in = x.shape[-1]
+        variance = self.init_scale / fan_in
+        if self.rank == 0:
+            kernel = self.param("kernel", dense_init(variance), (fan_in, self.features))
+            y = x @ kernel
+        else:
+            _check_rank_fits("Dense", self.rank, fan_in, self.features)
+            init = factor_init(variance, self.rank, (fan_in, self.rank), (self.rank, self.features))
+            factors = self.param("kernel", init)
+            y = lowrank_matmul(x, factors["A"], factors["B"])
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return y
+
+
+class Conv(nn.Module):
+    """2-D convolution over (H, W, C) inputs, kernel dense or A·B reshaped.
+
+    The factorized kernel is A (kh, kw, in, r) · B (r, out), i.e. the (kh·kw·in)×r
+    matrix A times B reshaped to (kh, kw, in, out). Convolution is linear in the
+    kernel, so ``conv(x, A·B) = conv(x, A)·B``: the forward pass convolves with
+    r channels and projects with B, never forming the full kernel.
+    """
+
+    features: int
+    kernel_size: tuple[int, int] = (3, 3)
+    strides: tuple[int, int] = (1, 1)
+    padding: str = "VALID"
+    rank: int = 0
+    use_bias: bool = True
+    init_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_rank("Conv", self.rank)
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        unbatched = x.ndim == 3
+        if unbatched:
+            x = x[None]
+        kh, kw = self.kernel_size
+        channels = x.shape[-1]
+        fan_in = kh * kw * channels
+        variance = self.init_scale / fan_in
+
+        def conv(inputs: Array, kernel: Array) -> Array:
+            return jax.lax.conv_general_dilated(
+                inputs,
+                kernel,
+                window_strides=self.strides,
+                padding=self.padding,
+                dimension_numbers=("NHWC", "HWIO", "NHWC"),
+            )
+
+        if self.rank == 0:
+            shape = (kh, kw, channels, self.features)
+            y = conv(x, self.param("kernel", dense_init(variance), shape))
+        else:
+            _check_rank_fits("Conv", self.rank, fan_in, self.features)
+            init = factor_init(
+                variance, self.rank, (kh, kw, channels, self.rank), (self.rank, self.features)
+            )
+            factors = self.param("kernel", init)
+            y = conv(x, factors["A"]) @ factors["B"]
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        return y[0] if unbatched else y
+
+
+class Embed(nn.Module):
+    """Embedding table E (vocab×features), dense or E = A·B.
+
+    ``__call__`` looks up token ids; ``attend`` computes ``x·Eᵀ`` for a tied
+    output decoder (factorized: ``(x·Bᵀ)·Aᵀ``). Var(E_ij) = 1 / features.
+    """
+
+    num_embeddings: int
+    features: int
+    rank: int = 0
+
+    def __post_init__(self) -> None:
+        _check_rank("Embed", self.rank)
+        super().__post_init__()
+
+    def setup(self) -> None:
+        variance = 1.0 / self.features
+        shape = (self.num_embeddings, self.features)
+        if self.rank == 0:
+            self.embedding = self.param("embedding", dense_init(variance), shape)
+        else:
+            _check_rank_fits("Embed", self.rank, *shape)
+            init = factor_init(
+                variance,
+                self.rank,
+                (self.num_embeddings, self.rank),
+                (self.rank, self.features),
+            )
+            self.embedding = self.param("embedding", init)
+
+    def __call__(self, ids: Array) -> Array:
+        if self.rank == 0:
+            return jnp.take(self.embedding, ids, axis=0)
+        return jnp.take(self.embedding["A"], ids, axis=0) @ self.embedding["B"]
+
+    def attend(self, x: Array) -> Array:
+        if self.rank == 0:
+            return x @ self.embedding.T
+        return lowrank_matmul(x, self.embedding["B"].T, self.embedding["A"].T)

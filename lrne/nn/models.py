@@ -1,0 +1,86 @@
+"""Policy networks with a rank knob, written for one example (``vmap`` for batches)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import jax
+from flax import linen as nn
+
+from lrne.nn.layers import Conv, Dense
+
+Array = jax.Array
+
+
+def layer_rank(rank: int, fan_in: int, fan_out: int) -> int:
+    """The rank a model gives one layer: ``rank`` where it is below min(in, out).
+
+    A factorization at rank >= min(in, out) has more parameters than the dense
+    matrix and no less expressivity, so such layers (e.g. a 3-action output
+    head at rank 4) stay dense.
+    """
+    return rank if rank < min(fan_in, fan_out) else 0
+
+
+class MLP(nn.Module):
+    """Multi-layer perceptron over one flattened observation.
+
+    Attributes:
+        features: hidden widths, e.g. ``(256, 256)``.
+        num_outputs: output width (logits or pre-squash actions).
+        rank: factor rank of every layer where it is below min(in, out); 0 = dense.
+        activation: hidden nonlinearity.
+    """
+
+    features: Sequence[int]
+    num_outputs: int
+    rank: int = 0
+    activation: Callable[[Array], Array] = nn.tanh
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rank, int) or self.rank < 0:
+            raise ValueError(f"MLP: rank must be an int >= 0, got {self.rank!r}")
+        if any(f < 1 for f in self.features) or self.num_outputs < 1:
+            raise ValueError(
+                f"MLP: widths must be >= 1, got features={tuple(self.features)}, "
+                f"num_outputs={self.num_outputs}"
+            )
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        x = x.reshape(-1)
+        widths = [*self.features, self.num_outputs]
+        for i, width in enumerate(widths):
+            x = Dense(width, rank=layer_rank(self.rank, x.shape[-1], width))(x)
+            if i < len(widths) - 1:
+                x = self.activation(x)
+        return x
+
+
+class MinAtarCNN(nn.Module):
+    """The MinAtar policy network (Young & Tian 2019): one 3×3 conv with 16
+    channels, a 128-unit hidden layer, and the output layer; ReLU.
+
+    Takes one (10, 10, C) observation.
+    """
+
+    num_outputs: int
+    rank: int = 0
+    channels: int = 16
+    hidden: int = 128
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.rank, int) or self.rank < 0:
+            raise ValueError(f"MinAtarCNN: rank must be an int >= 0, got {self.rank!r}")
+        super().__post_init__()
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        fan_in = 9 * x.shape[-1]
+        x = Conv(self.channels, (3, 3), rank=layer_rank(self.rank, fan_in, self.channels))(x)
+        x = nn.relu(x).reshape(-1)
+        x = Dense(self.hidden, rank=layer_rank(self.rank, x.shape[-1], self.hidden))(x)
+        x = nn.relu(x)
+        rank = layer_rank(self.rank, self.hidden, self.num_outputs)
+        return Dense(self.num_outputs, rank=rank)(x)

@@ -1,0 +1,135 @@
+"""Truncation-selection genetic algorithm with elitism.
+
+Such et al. 2017, *Deep Neuroevolution: Genetic Algorithms Are a Competitive
+Alternative for Training Deep Neural Networks* (arXiv 1712.06567); on factorized
+genomes, Garbus & Pollack 2025 (arXiv 2504.03037).
+
+Each generation the ``num_elites`` fittest members survive unmutated and are
+re-evaluated in the next generation; every other slot clones a uniformly chosen
+elite and adds Gaussian noise to every mutable tensor. The noise std is
+``sigma × init_std`` of the tensor (:func:`lrne.strategies.mutation.init_std`),
+and ``sqrt(sigma) × init_std`` on each factor A and B of a factorized weight,
+as in Garbus & Pollack 2025.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from lrne.strategies.base import Metrics, Strategy
+from lrne.strategies.mutation import factor_mask, frozen_mask, init_std
+
+PyTree = Any
+
+
+class GAState(NamedTuple):
+    """GA state. Leaves of ``elites`` carry a leading axis of size num_elites."""
+
+    elites: PyTree
+    elite_fitness: jax.Array
+    mutation_std: PyTree
+    best_params: PyTree
+    best_fitness: jax.Array
+    generation: jax.Array
+
+
+def _check_int(name: str, value: Any, low: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+
+
+def ga(
+    population_size: int,
+    num_elites: int,
+    sigma: float,
+    freeze: Sequence[str] = (),
+) -> Strategy:
+    """Truncation GA with elitism.
+
+    Args:
+        population_size: members per generation, > num_elites.
+        num_elites: members kept unmutated, 1 <= num_elites < population_size.
+        sigma: mutation strength relative to each tensor's init std, > 0.
+        freeze: regexes; leaves whose path (e.g. ``'params/LayerNorm_0/scale'``)
+            matches one are never mutated (Garbus & Pollack freeze LayerNorm).
+
+    Returns:
+        A :class:`~lrne.strategies.base.Strategy` with :class:`GAState`.
+    """
+    _check_int("population_size", population_size, 2)
+    _check_int("num_elites", num_elites, 1)
+    if num_elites >= population_size:
+        raise ValueError(
+            f"num_elites must be < population_size ({population_size}), got {num_elites}"
+        )
+    if not isinstance(sigma, int | float) or not math.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+    freeze = tuple(freeze)
+    num_children = population_size - num_elites
+
+    def init(key: jax.Array, params: PyTree) -> GAState:
+        del key
+        elites = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_elites, *x.shape)), params)
+        return GAState(
+            elites=elites,
+            elite_fitness=jnp.full((num_elites,), -jnp.inf, jnp.float32),
+            mutation_std=init_std(params),
+            best_params=params,
+            best_fitness=jnp.array(-jnp.inf, jnp.float32),
+            generation=jnp.array(0, jnp.int32),
+        )
+
+    def ask(key: jax.Array, state: GAState) -> tuple[PyTree, GAState]:
+        key_parent, key_noise = jax.random.split(key)
+        parents = jax.random.randint(key_parent, (num_children,), 0, num_elites)
+        frozen = frozen_mask(state.mutation_std, freeze)
+        factor = factor_mask(state.mutation_std)
+        leaves, treedef = jax.tree.flatten(state.elites)
+        keys = jax.random.split(key_noise, len(leaves))
+        children = []
+        for leaf, k, std, is_frozen, is_factor in zip(
+            leaves,
+            keys,
+            jax.tree.leaves(state.mutation_std),
+            jax.tree.leaves(frozen),
+            jax.tree.leaves(factor),
+            strict=True,
+        ):
+            child = leaf[parents]
+            if not is_frozen:
+                scale = (math.sqrt(sigma) if is_factor else sigma) * std
+                child = child + scale * jax.random.normal(k, child.shape, child.dtype)
+            children.append(jnp.concatenate([leaf, child]))
+        return jax.tree.unflatten(treedef, children), state
+
+    def tell(
+        key: jax.Array, state: GAState, population: PyTree, fitness: jax.Array
+    ) -> tuple[GAState, Metrics]:
+        del key
+        if fitness.shape != (population_size,):
+            raise ValueError(f"fitness must have shape ({population_size},), got {fitness.shape}")
+        finite = jnp.isfinite(fitness)
+        ranked = jnp.where(finite, fitness, -jnp.inf)
+        # Stable sort: on ties the lower slot wins, so standing elites are kept.
+        top = jnp.argsort(-ranked, stable=True)[:num_elites]
+        best = top[0]
+        improved = ranked[best] > state.best_fitness
+        best_params = jax.tree.map(
+            lambda old, pop: jnp.where(improved, pop[best], old), state.best_params, population
+        )
+        state = GAState(
+            elites=jax.tree.map(lambda x: x[top], population),
+            elite_fitness=ranked[top],
+            mutation_std=state.mutation_std,
+            best_params=best_params,
+            best_fitness=jnp.maximum(state.best_fitness, ranked[best]),
+            generation=state.generation + 1,
+        )
+        return state, {"num_nonfinite": jnp.sum(~finite)}
+
+    return Strategy(init, ask, tell)

@@ -1,0 +1,264 @@
+"""Evaluate a whole population of policies on a gymnax environment.
+
+One jit-compiled function steps members × episodes in lockstep. With
+``early_exit`` the rollout stops when every episode is done, and with
+``compaction`` the live episodes are gathered into smaller buffers as their
+count falls, so the cost follows the steps actually lived rather than
+population × max_steps. Garbus & Pollack 2025 (arXiv 2504.03037) observed that
+bad factorized mutants fail fast; this is what turns that into saved compute.
+
+Every episode's randomness is keyed by its identity (member index, episode
+index, step number), never by its buffer slot, so compaction changes no
+episode.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import gymnax
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+from gymnax.environments import spaces
+
+PyTree = Any
+
+
+def make_env(env_id: str) -> tuple[Any, Any]:
+    """``gymnax.make`` with a clear error for an unknown id."""
+    if env_id not in gymnax.registered_envs:
+        raise ValueError(
+            f"env_id: unknown gymnax environment {env_id!r}; "
+            f"known: {', '.join(gymnax.registered_envs)}"
+        )
+    return gymnax.make(env_id)
+
+
+def action_size(env: str | Any, env_params: Any = None) -> int:
+    """Number of policy outputs an environment needs: logits or action dims."""
+    if isinstance(env, str):
+        env, default = make_env(env)
+        env_params = env_params or default
+    space = env.action_space(env_params or env.default_params)
+    if isinstance(space, spaces.Discrete):
+        return int(space.n)
+    return math.prod(space.shape)
+
+
+class _Slots(NamedTuple):
+    """A buffer of episodes in flight; slot i holds episode ``episode[i]``."""
+
+    episode: jax.Array  # int32; the total episode count marks an empty slot
+    step_key: jax.Array
+    obs: PyTree
+    env_state: PyTree
+    ret: jax.Array
+    length: jax.Array
+    alive: jax.Array
+
+
+def stage_sizes(num_episodes: int, compaction: float | None, min_size: int = 16) -> list[int]:
+    """Buffer sizes, largest first: each is ``compaction`` × the previous one."""
+    sizes = [num_episodes]
+    if compaction is None:
+        return sizes
+    while sizes[-1] > min_size:
+        sizes.append(max(1, math.ceil(sizes[-1] * compaction)))
+    return sizes
+
+
+class Gymnax:
+    """Fitness = mean undiscounted return over ``num_episodes`` episodes per member.
+
+    Args:
+        env: a gymnax env id (``'CartPole-v1'``) or a gymnax ``Environment``.
+        policy: flax module mapping one observation to logits (discrete actions:
+            the action is their argmax) or to a pre-squash action (continuous:
+            ``tanh`` then scaled to the action box).
+        num_episodes: episodes per member, >= 1.
+        max_steps: episode length cap; default the env's ``max_steps_in_episode``.
+        early_exit: stop when every episode is done. ``False`` runs all episodes
+            to ``max_steps`` with finished ones masked (for comparison).
+        compaction: with ``early_exit``, gather live episodes into a buffer of
+            ``compaction`` × the current size whenever that many remain;
+            ``None`` keeps one buffer. Must lie in (0, 1).
+        env_params: gymnax env params; default the env's defaults.
+    """
+
+    def __init__(
+        self,
+        env: str | Any,
+        policy: nn.Module,
+        num_episodes: int = 1,
+        max_steps: int | None = None,
+        early_exit: bool = True,
+        compaction: float | None = 0.75,
+        env_params: Any = None,
+    ) -> None:
+        if isinstance(env, str):
+            env, default_params = make_env(env)
+            env_params = env_params if env_params is not None else default_params
+        self.env = env
+        self.env_params = env_params if env_params is not None else env.default_params
+        self.policy = policy
+        if not isinstance(num_episodes, int) or num_episodes < 1:
+            raise ValueError(f"num_episodes must be an int >= 1, got {num_episodes!r}")
+        if max_steps is None:
+            max_steps = int(self.env_params.max_steps_in_episode)
+        if not isinstance(max_steps, int) or max_steps < 1:
+            raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+        if compaction is not None and not 0 < compaction < 1:
+            raise ValueError(f"compaction must be None or in (0, 1), got {compaction!r}")
+        self.num_episodes = num_episodes
+        self.max_steps = max_steps
+        self.early_exit = early_exit
+        self.compaction = compaction
+        self.action_space = env.action_space(self.env_params)
+        self.num_outputs = action_size(env, self.env_params)
+
+        params = jax.eval_shape(self.init_params, jax.random.key(0))
+        out = jax.eval_shape(self.policy.apply, params, self._dummy_obs())
+        if math.prod(out.shape) != self.num_outputs:
+            raise ValueError(
+                f"policy: outputs shape {out.shape} but the environment needs "
+                f"{self.num_outputs} outputs"
+            )
+
+    def _dummy_obs(self) -> PyTree:
+        shapes = jax.eval_shape(
+            lambda k: self.env.reset_env(k, self.env_params)[0], jax.random.key(0)
+        )
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+    def init_params(self, key: jax.Array) -> PyTree:
+        """One member's policy params."""
+        return self.policy.init(key, self._dummy_obs())
+
+    def _act(self, params: PyTree, obs: PyTree) -> jax.Array:
+        out = self.policy.apply(params, obs)
+        if isinstance(self.action_space, spaces.Discrete):
+            return jnp.argmax(out)
+        low, high = self.action_space.low, self.action_space.high
+        action = low + 0.5 * (jnp.tanh(out.reshape(self.action_space.shape)) + 1.0) * (high - low)
+        return action.astype(self.action_space.dtype)
+
+    def _env_step(
+        self, key: jax.Array, state: PyTree, action: jax.Array
+    ) -> tuple[PyTree, PyTree, jax.Array, jax.Array]:
+        """One transition without auto-reset; handles 5- and 6-tuple step_env."""
+        out = self.env.step_env(key, state, action, self.env_params)
+        obs, state, reward, terminated = out[:4]
+        if len(out) == 6:
+            truncated = out[4]
+        else:
+            truncated = self.env.is_truncated(state, self.env_params)
+        done = jnp.logical_or(terminated, truncated)
+        return obs, state, jnp.asarray(reward, jnp.float32), done
+
+    def _step(self, act: Any, slots: _Slots, t: jax.Array) -> _Slots:
+        keys = jax.vmap(jax.random.fold_in, (0, None))(slots.step_key, t)
+        actions = act(slots.obs)
+        obs, env_state, reward, done = jax.vmap(self._env_step)(keys, slots.env_state, actions)
+        alive = slots.alive
+        return slots._replace(
+            obs=obs,
+            env_state=env_state,
+            ret=slots.ret + jnp.where(alive, reward, 0.0),
+            length=slots.length + alive.astype(jnp.int32),
+            alive=alive & ~done & (t + 1 < self.max_steps),
+        )
+
+    def evaluate(self, key: jax.Array, population: PyTree) -> tuple[jax.Array, dict]:
+        """Fitness (population_size,) and metrics for a population pytree.
+
+        Metrics: ``env_steps`` (steps the episodes lived) and
+        ``env_steps_computed`` (slot-steps executed, including masked ones).
+        """
+        num_members = jax.tree.leaves(population)[0].shape[0]
+        per_member = self.num_episodes
+        total = num_members * per_member
+        episode = jnp.arange(total, dtype=jnp.int32)
+        member = episode // per_member
+        keys = jax.vmap(lambda m, e: jax.random.fold_in(jax.random.fold_in(key, m), e))(
+            member, episode % per_member
+        )
+        reset_keys, step_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+        obs, env_state = jax.vmap(self.env.reset_env, (0, None))(reset_keys, self.env_params)
+        slots = _Slots(
+            episode=episode,
+            step_key=step_keys,
+            obs=obs,
+            env_state=env_state,
+            ret=jnp.zeros(total, jnp.float32),
+            length=jnp.zeros(total, jnp.int32),
+            alive=jnp.ones(total, bool),
+        )
+
+        # In the first buffer slot order is episode order: reuse each member's
+        # params across its episodes (nested vmap) instead of gathering copies.
+        per_episode = jax.vmap(self._act, (None, 0))
+
+        def act_in_order(obs: PyTree) -> jax.Array:
+            grouped = jax.tree.map(lambda x: x.reshape(num_members, per_member, *x.shape[1:]), obs)
+            actions = jax.vmap(per_episode)(population, grouped)
+            return actions.reshape(total, *actions.shape[2:])
+
+        t = jnp.array(0, jnp.int32)
+        computed = jnp.array(0, jnp.int32)
+        if not self.early_exit:
+            slots = jax.lax.fori_loop(
+                0, self.max_steps, lambda i, s: self._step(act_in_order, s, i), slots
+            )
+            computed = jnp.array(total * self.max_steps, jnp.int32)
+            returns, lengths = slots.ret, slots.length
+        else:
+            returns = jnp.zeros(total, jnp.float32)
+            lengths = jnp.zeros(total, jnp.int32)
+            sizes = stage_sizes(total, self.compaction)
+            act = act_in_order
+            for stage in range(len(sizes)):
+                until = sizes[stage + 1] if stage + 1 < len(sizes) else 0
+                slots, t, computed = self._run_stage(act, slots, t, computed, until)
+                returns = returns.at[slots.episode].set(slots.ret, mode="drop")
+                lengths = lengths.at[slots.episode].set(slots.length, mode="drop")
+                if stage + 1 < len(sizes):
+                    slots = _compact(slots, until, total)
+                    params = jax.tree.map(
+                        lambda x: x[jnp.minimum(slots.episode // per_member, num_members - 1)],
+                        population,
+                    )
+                    act = lambda obs, params=params: jax.vmap(self._act)(params, obs)
+
+        fitness = returns.reshape(num_members, per_member).mean(axis=1)
+        metrics = {"env_steps": jnp.sum(lengths), "env_steps_computed": computed}
+        return fitness, metrics
+
+    def _run_stage(
+        self, act: Any, slots: _Slots, t: jax.Array, computed: jax.Array, until: int
+    ) -> tuple[_Slots, jax.Array, jax.Array]:
+        """Step the buffer until at most ``until`` episodes live or time is up."""
+        size = slots.alive.shape[0]
+
+        def cond(carry: tuple) -> jax.Array:
+            slots, t, _ = carry
+            return (t < self.max_steps) & (jnp.sum(slots.alive) > until)
+
+        def body(carry: tuple) -> tuple:
+            slots, t, computed = carry
+            return self._step(act, slots, t), t + 1, computed + size
+
+        return jax.lax.while_loop(cond, body, (slots, t, computed))
+
+
+def _compact(slots: _Slots, size: int, empty: int) -> _Slots:
+    """Gather the live slots into a buffer of ``size``; padding slots are dead."""
+    live = jnp.sum(slots.alive)
+    index = jnp.nonzero(slots.alive, size=size, fill_value=0)[0]
+    valid = jnp.arange(size) < live
+    slots = jax.tree.map(lambda x: x[index], slots)
+    return slots._replace(
+        episode=jnp.where(valid, slots.episode, empty),
+        alive=slots.alive & valid,
+    )
