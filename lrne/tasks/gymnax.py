@@ -225,10 +225,8 @@ class Gymnax:
                 lengths = lengths.at[slots.episode].set(slots.length, mode="drop")
                 if stage + 1 < len(sizes):
                     slots = _compact(slots, until, total)
-                    params = jax.tree.map(
-                        lambda x: x[jnp.minimum(slots.episode // per_member, num_members - 1)],
-                        population,
-                    )
+                    owner = jnp.minimum(slots.episode // per_member, num_members - 1)
+                    params = jax.tree.map(lambda x, i=owner: x[i], population)
                     act = lambda obs, params=params: jax.vmap(self._act)(params, obs)
 
         fitness = returns.reshape(num_members, per_member).mean(axis=1)
