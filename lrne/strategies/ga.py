@@ -74,6 +74,8 @@ def ga(
 
     def init(key: jax.Array, params: PyTree) -> GAState:
         del key
+        # Explicit dtypes: weak-typed inputs would retrace the step after one generation.
+        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), params)
         elites = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_elites, *x.shape)), params)
         return GAState(
             elites=elites,

@@ -44,7 +44,7 @@ def init_std(params: PyTree) -> PyTree:
     A leaf with spread (kernels, factors) gets its empirical std. A constant-
     initialized leaf (biases at 0, norm scales at 1) gets the std of its layer's
     materialized kernel, so a bias mutates on the scale of the weights feeding
-    it; a constant leaf with no kernel beside it (a LayerNorm) gets 1.0.
+    it; a constant leaf with no varying kernel beside it (a LayerNorm) gets 1.0.
     """
 
     def visit(node: Any, dense_node: Any) -> Any:
@@ -53,7 +53,9 @@ def init_std(params: PyTree) -> PyTree:
         if not isinstance(node, Mapping):
             return jnp.std(node)
         kernel = dense_node.get("kernel", dense_node.get("embedding"))
-        fallback = jnp.std(kernel) if kernel is not None else jnp.float32(1.0)
+        fallback = jnp.float32(1.0)
+        if kernel is not None:
+            fallback = jnp.where(jnp.std(kernel) > 0, jnp.std(kernel), fallback)
         out = {}
         for name, child in node.items():
             std = visit(child, dense_node[name])

@@ -1,0 +1,153 @@
+"""Population rollouts: early exit and compaction change no episode."""
+
+import itertools
+
+import gymnax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+from flax import struct
+from gymnax.environments import environment, spaces
+
+import lrne
+from lrne.nn import MLP
+from lrne.tasks import Gymnax
+from lrne.tasks.gymnax import stage_sizes
+
+
+@struct.dataclass
+class CounterState(environment.EnvState):
+    pass
+
+
+@struct.dataclass
+class CounterParams(environment.EnvParams):
+    max_steps_in_episode: int = 1000
+
+
+class Counter(environment.Environment):
+    """Observation = step count; reward 1 per step; action 1 ends the episode."""
+
+    @property
+    def default_params(self):
+        return CounterParams()
+
+    def step_env(self, key, state, action, params):
+        state = CounterState(time=state.time + 1)
+        obs = jnp.array([state.time], jnp.float32)
+        return obs, state, jnp.float32(1.0), action == 1, {}
+
+    def reset_env(self, key, params):
+        return jnp.zeros(1, jnp.float32), CounterState(time=0)
+
+    def action_space(self, params):
+        return spaces.Discrete(2)
+
+
+class Threshold(nn.Module):
+    """Logits [k + 0.5 - t, t - k - 0.5]: action 1 from step t = k + 1 on, no ties."""
+
+    @nn.compact
+    def __call__(self, obs):
+        k = self.param("k", nn.initializers.zeros_init(), ())
+        margin = obs[0] - (k + 0.5)
+        return jnp.stack([-margin, margin])
+
+
+def closed_form_returns(k, max_steps):
+    # Steps t = 0..k take action 0, step k + 1 takes action 1 and ends: k + 2 steps.
+    return np.minimum(np.asarray(k) + 2, max_steps).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("early_exit", "compaction", "num_episodes"),
+    [(False, None, 1), (True, None, 1), (True, 0.75, 1), (True, 0.5, 3)],
+)
+def test_closed_form_returns(early_exit, compaction, num_episodes):
+    max_steps = 50
+    k = jnp.asarray(np.random.default_rng(0).integers(0, 70, size=40), jnp.float32)
+    task = Gymnax(
+        Counter(),
+        Threshold(),
+        num_episodes=num_episodes,
+        max_steps=max_steps,
+        early_exit=early_exit,
+        compaction=compaction,
+    )
+    fitness, metrics = jax.jit(task.evaluate)(jax.random.key(0), {"params": {"k": k}})
+    expected = closed_form_returns(k, max_steps)
+    np.testing.assert_array_equal(fitness, expected)
+    assert int(metrics["env_steps"]) == int(expected.sum()) * num_episodes
+    computed = int(metrics["env_steps_computed"])
+    if early_exit and compaction:
+        # Compaction executes fewer slot-steps than one buffer run to the longest episode.
+        assert computed < 40 * num_episodes * int(expected.max())
+    elif early_exit:
+        assert computed == 40 * num_episodes * int(expected.max())
+    else:
+        assert computed == 40 * num_episodes * max_steps
+
+
+def integer_mlp(key, num_members, task):
+    """Integer weights on binary observations: every logit is an exact integer,
+    so no float rounding can differ between buffer sizes."""
+    keys = jax.random.split(key, num_members)
+    population = jax.vmap(task.init_params)(keys)
+    return jax.tree.map(lambda x: jnp.round(x * 40.0), population)
+
+
+def test_compacted_equals_masked_on_minatar_breakout():
+    policy = MLP((16,), 3, activation=nn.relu)
+    settings = {"num_episodes": 2, "max_steps": 300}
+    masked = Gymnax("Breakout-MinAtar", policy, early_exit=False, **settings)
+    compacted = Gymnax("Breakout-MinAtar", policy, compaction=0.5, **settings)
+    population = integer_mlp(jax.random.key(1), 24, masked)
+    key = jax.random.key(2)
+    fit_masked, m_masked = jax.jit(masked.evaluate)(key, population)
+    fit_compact, m_compact = jax.jit(compacted.evaluate)(key, population)
+    np.testing.assert_array_equal(fit_compact, fit_masked)
+    assert int(m_compact["env_steps"]) == int(m_masked["env_steps"])
+    assert int(m_compact["env_steps_computed"]) < int(m_masked["env_steps_computed"])
+    assert len(set(np.asarray(fit_masked).tolist())) > 1  # episodes really differ
+    # Same key, same results; another key, other episodes.
+    again, _ = jax.jit(compacted.evaluate)(key, population)
+    np.testing.assert_array_equal(again, fit_compact)
+
+
+def test_continuous_actions_are_squashed_into_the_box(key):
+    task = Gymnax("Pendulum-v1", MLP((8,), 1), max_steps=20)
+    params = task.init_params(key)
+    obs, _ = task.env.reset_env(key, task.env_params)
+    big = jax.tree.map(lambda x: 100.0 * x, params)
+    action = task._act(big, obs)
+    assert action.shape == (1,) and bool(jnp.all(jnp.abs(action) <= 2.0))
+    population = jax.tree.map(lambda x: jnp.stack([x, 2 * x]), params)
+    fitness, metrics = jax.jit(task.evaluate)(key, population)
+    assert fitness.shape == (2,) and bool(jnp.all(jnp.isfinite(fitness)))
+    assert int(metrics["env_steps"]) == 40
+
+
+def test_construction_errors():
+    with pytest.raises(ValueError, match="env_id: unknown gymnax environment 'Nope-v0'"):
+        Gymnax("Nope-v0", MLP((4,), 2))
+    with pytest.raises(ValueError, match="policy: outputs shape"):
+        Gymnax("CartPole-v1", MLP((4,), 3))
+    with pytest.raises(ValueError, match="compaction must be"):
+        Gymnax("CartPole-v1", MLP((4,), 2), compaction=1.0)
+    with pytest.raises(ValueError, match="num_episodes must be"):
+        Gymnax("CartPole-v1", MLP((4,), 2), num_episodes=0)
+
+
+def test_stage_sizes_shrink_geometrically():
+    assert stage_sizes(100, None) == [100]
+    sizes = stage_sizes(1024, 0.75)
+    assert sizes[0] == 1024 and sizes[-1] <= 16
+    assert all(b == int(np.ceil(a * 0.75)) for a, b in itertools.pairwise(sizes))
+
+
+def test_gymnax_registry_is_what_we_validate_against():
+    assert "CartPole-v1" in gymnax.registered_envs
+    assert lrne.tasks.action_size("CartPole-v1") == 2
+    assert lrne.tasks.action_size("Pendulum-v1") == 1

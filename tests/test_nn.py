@@ -1,0 +1,126 @@
+"""Rank-knob layers, materialize/factorize, init variance."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lrne
+from lrne.nn import MLP, Conv, Dense, Embed, MinAtarCNN, factor_init
+
+
+def test_materialize_is_explicit_product(key):
+    params = Dense(6, rank=2).init(key, jnp.ones(5))
+    factors = params["params"]["kernel"]
+    dense = lrne.materialize(params)
+    expected = np.asarray(factors["A"]) @ np.asarray(factors["B"])
+    np.testing.assert_allclose(dense["params"]["kernel"], expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(dense["params"]["bias"], params["params"]["bias"])
+
+
+def test_materialize_conv_kernel_is_reshaped_product(key):
+    params = Conv(5, (3, 3), rank=2).init(key, jnp.ones((6, 6, 3)))
+    a = np.asarray(params["params"]["kernel"]["A"])
+    b = np.asarray(params["params"]["kernel"]["B"])
+    assert a.shape == (3, 3, 3, 2) and b.shape == (2, 5)
+    expected = (a.reshape(27, 2) @ b).reshape(3, 3, 3, 5)
+    kernel = lrne.materialize(params)["params"]["kernel"]
+    np.testing.assert_allclose(kernel, expected, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    ("factorized", "dense", "shape"),
+    [
+        (MLP((32, 16), 3, rank=4), MLP((32, 16), 3, rank=0), (4, 5, 2)),
+        (MinAtarCNN(4, rank=3), MinAtarCNN(4, rank=0), (10, 10, 4)),
+    ],
+    ids=["mlp", "cnn"],
+)
+def test_factorized_forward_equals_dense_forward(key, factorized, dense, shape):
+    x = jax.random.normal(jax.random.key(1), shape)
+    params = factorized.init(key, x)
+    expected = dense.apply(lrne.materialize(params), x)
+    np.testing.assert_allclose(factorized.apply(params, x), expected, rtol=1e-5, atol=1e-5)
+    # The same holds for a population evaluated with vmap (the multiply-sum path).
+    keys = jax.random.split(key, 3)
+    population = jax.vmap(factorized.init, (0, None))(keys, x)
+    out = jax.vmap(factorized.apply, (0, None))(population, x)
+    ref = jax.vmap(dense.apply, (0, None))(jax.vmap(lrne.materialize)(population), x)
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_embed_lookup_and_tied_decoder(key):
+    ids = jnp.array([0, 3, 7])
+    layer = Embed(10, 6, rank=2)
+    params = layer.init(key, ids)
+    table = np.asarray(lrne.materialize(params)["params"]["embedding"])
+    np.testing.assert_allclose(layer.apply(params, ids), table[[0, 3, 7]], rtol=1e-6, atol=1e-7)
+    x = jax.random.normal(jax.random.key(2), (6,))
+    attended = layer.apply(params, x, method=Embed.attend)
+    np.testing.assert_allclose(attended, table @ np.asarray(x), rtol=1e-5, atol=1e-6)
+
+
+def test_factor_init_variance_matches_dense_variance():
+    # One entry of A·B per independent init: iid samples of W_00.
+    # For r Gaussian products, Var(W²) = v²(2 + 6/r); n = 40000 samples give a
+    # standard error of v·sqrt(3.5/40000) ≈ 0.0094v at r = 4; tolerance is 5 SE.
+    variance, rank, n = 1.0 / 64, 4, 40_000
+    init = factor_init(variance, rank, (64, rank), (rank, 8))
+    w00 = jax.vmap(lambda k: (lambda f: f["A"][0] @ f["B"][:, 0])(init(k)))(
+        jax.random.split(jax.random.key(3), n)
+    )
+    assert abs(float(jnp.mean(w00**2)) / variance - 1.0) < 5 * np.sqrt(3.5 / n)
+    # The dense layer's own init has the same variance (512 iid entries x 80 inits).
+    dense = jax.vmap(lambda k: Dense(8).init(k, jnp.ones(64))["params"]["kernel"])(
+        jax.random.split(jax.random.key(4), 80)
+    )
+    assert abs(float(jnp.var(dense)) / variance - 1.0) < 0.03
+
+
+def test_rank_validation():
+    with pytest.raises(ValueError, match="rank must be an int >= 0"):
+        Dense(4, rank=-1)
+    with pytest.raises(ValueError, match=r"rank=5 exceeds min\(in, out\)"):
+        Dense(4, rank=5).init(jax.random.key(0), jnp.ones(8))
+    with pytest.raises(ValueError, match="rank must be an int >= 0"):
+        MLP((8,), 2, rank=-2)
+
+
+def test_layer_rank_keeps_small_layers_dense(key):
+    params = MLP((64,), 3, rank=4).init(key, jnp.ones(10))["params"]
+    assert set(params["Dense_0"]["kernel"]) == {"A", "B"}
+    assert isinstance(params["Dense_1"]["kernel"], jax.Array)  # 64 -> 3 stays dense
+
+
+def test_factorize_is_truncated_svd(key):
+    dense_model = MLP((20,), 12, rank=0)
+    params = dense_model.init(key, jnp.ones(16))
+    factors = lrne.factorize(params, 3)
+    kernel = np.asarray(params["params"]["Dense_0"]["kernel"])
+    u, s, vt = np.linalg.svd(kernel, full_matrices=False)
+    best = (u[:, :3] * s[:3]) @ vt[:3]
+    got = lrne.materialize(factors)["params"]["Dense_0"]["kernel"]
+    np.testing.assert_allclose(got, best, rtol=1e-4, atol=1e-5)
+    # Same structure as the model built at that rank.
+    structure = jax.tree.structure(MLP((20,), 12, rank=3).init(key, jnp.ones(16)))
+    assert jax.tree.structure(factors) == structure
+    # A rank-r matrix is recovered exactly.
+    low = lrne.materialize(MLP((20,), 12, rank=3).init(key, jnp.ones(16)))
+    again = lrne.materialize(lrne.factorize(low, 3))
+    np.testing.assert_allclose(
+        again["params"]["Dense_0"]["kernel"],
+        low["params"]["Dense_0"]["kernel"],
+        rtol=1e-4,
+        atol=1e-5,
+    )
+    with pytest.raises(ValueError, match="rank must be an int >= 1"):
+        lrne.factorize(params, 0)
+
+
+def test_count_params_and_genome_bytes(key):
+    params = MLP((256, 256), 3, rank=4).init(key, jnp.ones(400))
+    expected = (400 * 4 + 4 * 256 + 256) + (256 * 4 + 4 * 256 + 256) + (256 * 3 + 3)
+    assert lrne.count_params(params) == expected
+    assert lrne.genome_bytes(params) == 4 * expected
+    dense = MLP((256, 256), 3).init(key, jnp.ones(400))
+    assert lrne.count_params(dense) == 400 * 256 + 256 + 256 * 256 + 256 + 256 * 3 + 3
