@@ -1,6 +1,14 @@
 """Flax layers and models with a rank knob (0 = dense, r > 0 = W = A·B)."""
 
-from lrne.nn.layers import Conv, Dense, Embed, factor_init, lowrank_matmul
+from lrne.nn.layers import (
+    Conv,
+    Dense,
+    Embed,
+    evaluation_layout,
+    factor_init,
+    factored_matmul,
+    lowrank_matmul,
+)
 from lrne.nn.models import MLP, MinAtarCNN, layer_rank
 
 __all__ = [
@@ -9,7 +17,9 @@ __all__ = [
     "Dense",
     "Embed",
     "MinAtarCNN",
+    "evaluation_layout",
     "factor_init",
+    "factored_matmul",
     "layer_rank",
     "lowrank_matmul",
 ]

@@ -19,7 +19,8 @@ CPU for rank-4 factors of a 400-256-256-3 MLP at 256 members).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -75,9 +76,67 @@ def lowrank_matmul(x: Array, a: Array, b: Array) -> Array:
     XLA:CPU runs far faster than a batched matvec; several rows use matmuls.
     """
     if x.ndim == 1:
-        h = jnp.sum(x[:, None] * a, axis=0)
-        return jnp.sum(h[:, None] * b, axis=0)
+        return jnp.sum(jnp.sum(x[:, None] * a, axis=0)[:, None] * b, axis=0)
     return (x @ a) @ b
+
+
+THIN = 8
+
+
+def evaluation_layout(params: Any) -> Any:
+    """Relayout one member's params for population evaluation (apply under vmap).
+
+    Each 2-D factor A (in×r) becomes ``{"At": Aᵀ, "B": B}`` and each thin dense
+    kernel W (in×out, out <= 8: policy heads) becomes ``{"Wt": Wᵀ}``, so that ``x·A`` and
+    ``x·W`` reduce over the contiguous axis. Measured on XLA:CPU for a rank-4
+    400-256-256-3 MLP at 256 members: 0.21 ms per step instead of 0.64. XLA does
+    not hoist a transpose out of the rollout loop by itself, so the evaluator
+    applies this once before the loop. Wide dense kernels keep their layout
+    (transposed they were 13x slower). Layers accept both layouts; the genome
+    itself always stores A (in×r) and W (in×out).
+    """
+
+    def visit(node: Any) -> Any:
+        if not isinstance(node, Mapping):
+            return node
+        if set(node) == {"A", "B"}:
+            if node["A"].ndim != 2:
+                return node
+            return {"At": jnp.swapaxes(node["A"], 0, 1), "B": node["B"]}
+        out = {}
+        for name, child in node.items():
+            thin = getattr(child, "ndim", 0) == 2 and child.shape[1] <= THIN
+            out[name] = {"Wt": child.T} if name == "kernel" and thin else visit(child)
+        return out
+
+    return visit(params)
+
+
+def _first_factor(x: Array, factors: Mapping[str, Array]) -> Array:
+    """``x·A`` for either layout of A, over the last axis of x."""
+    if "At" in factors:
+        if x.ndim == 1:
+            return jnp.sum(x[None, :] * factors["At"], axis=1)
+        return x @ factors["At"].T
+    if x.ndim == 1:
+        return jnp.sum(x[:, None] * factors["A"], axis=0)
+    return x @ factors["A"]
+
+
+def factored_matmul(x: Array, factors: Mapping[str, Array]) -> Array:
+    """``(x·A)·B`` for a factor dict in either layout (see :func:`evaluation_layout`)."""
+    h = _first_factor(x, factors)
+    if h.ndim == 1:
+        return jnp.sum(h[:, None] * factors["B"], axis=0)
+    return h @ factors["B"]
+
+
+def _weight(module: nn.Module, name: str, init: Any, *shape: Any) -> Any:
+    """``module.param``, except that an existing value is returned as stored:
+    flax would reject the evaluation layout's transposed shapes."""
+    if module.has_variable("params", name):
+        return module.get_variable("params", name)
+    return module.param(name, init, *shape)
 
 
 class Dense(nn.Module):
@@ -107,13 +166,16 @@ class Dense(nn.Module):
         fan_in = x.shape[-1]
         variance = self.init_scale / fan_in
         if self.rank == 0:
-            kernel = self.param("kernel", dense_init(variance), (fan_in, self.features))
-            y = x @ kernel
+            kernel = _weight(self, "kernel", dense_init(variance), (fan_in, self.features))
+            if isinstance(kernel, Mapping):  # evaluation layout: {"Wt": Wᵀ}
+                wt = kernel["Wt"]
+                y = jnp.sum(x[None, :] * wt, axis=1) if x.ndim == 1 else x @ wt.T
+            else:
+                y = x @ kernel
         else:
             _check_rank_fits("Dense", self.rank, fan_in, self.features)
             init = factor_init(variance, self.rank, (fan_in, self.rank), (self.rank, self.features))
-            factors = self.param("kernel", init)
-            y = lowrank_matmul(x, factors["A"], factors["B"])
+            y = factored_matmul(x, _weight(self, "kernel", init))
         if self.use_bias:
             y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
         return y
@@ -202,14 +264,19 @@ class Embed(nn.Module):
                 (self.num_embeddings, self.rank),
                 (self.rank, self.features),
             )
-            self.embedding = self.param("embedding", init)
+            self.embedding = _weight(self, "embedding", init)
 
     def __call__(self, ids: Array) -> Array:
         if self.rank == 0:
             return jnp.take(self.embedding, ids, axis=0)
-        return jnp.take(self.embedding["A"], ids, axis=0) @ self.embedding["B"]
+        rows = self._a()
+        return jnp.take(rows, ids, axis=0) @ self.embedding["B"]
+
+    def _a(self) -> Array:
+        table = self.embedding
+        return table["At"].T if "At" in table else table["A"]
 
     def attend(self, x: Array) -> Array:
         if self.rank == 0:
             return x @ self.embedding.T
-        return lowrank_matmul(x, self.embedding["B"].T, self.embedding["A"].T)
+        return lowrank_matmul(x, self.embedding["B"].T, self._a().T)

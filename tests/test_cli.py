@@ -1,0 +1,81 @@
+"""lrne train: bad input fails in one line with exit code 2; a tiny run writes its files."""
+
+import json
+import subprocess
+import sys
+
+import orbax.checkpoint as ocp
+import pytest
+
+from lrne.cli import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (["--env", "NoSuchEnv-v9"], "--env"),
+        (["--population-size", "8", "--num-elites", "8"], "--num-elites"),
+        (["--rank", "-1"], "--rank"),
+        (["--sigma", "0"], "--sigma"),
+        (["--sigma", "-0.5"], "--sigma"),
+        (["--sigma", "lots"], "--sigma"),
+        (["--population-size", "many"], "--population-size"),
+        (["--generations", "0"], "--generations"),
+        (["--hidden", "64,x"], "--hidden"),
+        (["--output", "/proc/forbidden/run"], "--output"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(capsys, argv, names):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and names in err and "Traceback" not in err
+
+
+def test_help_explains_every_option(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    for option in [
+        "--env",
+        "--population-size",
+        "--num-elites",
+        "--sigma",
+        "--rank",
+        "--hidden",
+        "--generations",
+        "--seed",
+        "--output",
+    ]:
+        assert option in out
+
+
+def test_tiny_run_writes_metrics_checkpoint_and_plot(tmp_path):
+    out = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "lrne.cli",
+        "train",
+        "--generations",
+        "3",
+        "--population-size",
+        "16",
+        "--num-elites",
+        "2",
+        "--hidden",
+        "16",
+        "--output",
+        str(out),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [row["generation"] for row in rows] == [0, 1, 2]
+    assert {"fitness_mean", "fitness_max", "best_fitness", "env_steps"} <= set(rows[0])
+    assert (out / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    restored = ocp.StandardCheckpointer().restore(out / "checkpoint")
+    assert set(restored["params"]) == {"Dense_0", "Dense_1"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["best_fitness"] == rows[-1]["best_fitness"]
