@@ -144,7 +144,13 @@ def _plot(history: list[dict[str, Any]], path: Path, title: str) -> None:
 
     generations = [row["generation"] for row in history]
     fig, ax = plt.subplots(figsize=(6, 4))
-    for name, style in (("best_fitness", "-"), ("fitness_max", ":"), ("fitness_mean", "--")):
+    curves = (
+        ("best_fitness", "-"),
+        ("fitness_max", ":"),
+        ("elite_fitness_mean", "-."),
+        ("fitness_mean", "--"),
+    )
+    for name, style in curves:
         ax.plot(generations, [row[name] for row in history], style, label=name)
     ax.set_xlabel("generation")
     ax.set_ylabel("return")

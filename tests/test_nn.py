@@ -124,3 +124,18 @@ def test_count_params_and_genome_bytes(key):
     assert lrne.genome_bytes(params) == 4 * expected
     dense = MLP((256, 256), 3).init(key, jnp.ones(400))
     assert lrne.count_params(dense) == 400 * 256 + 256 + 256 * 256 + 256 + 256 * 3 + 3
+
+
+def test_evaluation_layout_gives_the_same_outputs(key):
+    model = MLP((32, 16), 3, rank=4)
+    x = jax.random.normal(jax.random.key(1), (4, 5, 2))
+    population = jax.vmap(model.init, (0, None))(jax.random.split(key, 6), x)
+    relaid = jax.vmap(lrne.nn.evaluation_layout)(population)
+    dense0 = relaid["params"]["Dense_0"]["kernel"]
+    assert set(dense0) == {"At", "B"} and dense0["At"].shape == (6, 4, 40)
+    assert set(relaid["params"]["Dense_2"]["kernel"]) == {"Wt"}  # thin head, transposed
+    expected = jax.vmap(model.apply, (0, None))(population, x)
+    got = jax.vmap(model.apply, (0, None))(relaid, x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # The genome itself is untouched: materialize still sees A (in×r).
+    assert population["params"]["Dense_0"]["kernel"]["A"].shape == (6, 40, 4)

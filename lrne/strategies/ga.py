@@ -132,6 +132,10 @@ def ga(
             best_fitness=jnp.maximum(state.best_fitness, ranked[best]),
             generation=state.generation + 1,
         )
-        return state, {"num_nonfinite": jnp.sum(~finite)}
+        elites_finite = jnp.isfinite(state.elite_fitness)
+        elite_mean = jnp.sum(jnp.where(elites_finite, state.elite_fitness, 0.0)) / jnp.maximum(
+            jnp.sum(elites_finite), 1
+        )
+        return state, {"num_nonfinite": jnp.sum(~finite), "elite_fitness_mean": elite_mean}
 
     return Strategy(init, ask, tell)

@@ -1,0 +1,41 @@
+"""The benchmark scripts run end to end at toy size (--quick) and write their keys."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.mark.parametrize(
+    ("script", "keys"),
+    [
+        (
+            "ga_vs_evosax",
+            {
+                "evosax_s_per_gen",
+                "lrne_rank0_s_per_gen",
+                "lrne_rank4_s_per_gen",
+                "speedup_rank0",
+                "speedup_rank4",
+                "machine",
+            },
+        ),
+        ("early_exit", {"speedup_compaction", "identical_fraction", "machine"}),
+    ],
+)
+def test_quick_benchmark_writes_its_keys(script, keys):
+    done = subprocess.run(
+        [sys.executable, str(BENCH / f"{script}.py"), "--quick", "--repetitions", "2"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=BENCH,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads((BENCH / "results" / f"{script}_quick.json").read_text())
+    assert keys <= set(result)
+    assert all(v > 0 for k, v in result.items() if k.startswith("speedup"))
