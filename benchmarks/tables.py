@@ -1,0 +1,83 @@
+"""Render the README's benchmark tables from benchmarks/results/*.json.
+
+python benchmarks/tables.py          # rewrite the block in README.md
+python benchmarks/tables.py --check  # exit 1 if README.md is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def _load(name: str) -> dict:
+    return json.loads((ROOT / "benchmarks" / "results" / f"{name}.json").read_text())
+
+
+def render() -> str:
+    ga = _load("ga_vs_evosax")
+    ee = _load("early_exit")
+    setup = ga["setup"]
+    lines = [
+        f"**GA generation time** (`benchmarks/ga_vs_evosax.py`): {setup['env']}, population "
+        f"{setup['population_size']}, MLP {'→'.join(map(str, setup['mlp']))}, one episode of "
+        f"{setup['episode_steps']} steps per member, early exit off; median of "
+        f"{setup['repetitions']} warm interleaved generations.",
+        "",
+        "| method | s / generation | speedup vs evosax | target |",
+        "| --- | ---: | ---: | ---: |",
+        f"| evosax 0.3 `SimpleGA` + `GymnaxProblem` | {ga['evosax_s_per_gen']:.3f} | 1.00 | |",
+        f"| lrne GA, dense (rank 0) | {ga['lrne_rank0_s_per_gen']:.3f} | "
+        f"{ga['speedup_rank0']:.2f} | >= 0.9 |",
+        f"| lrne GA, factorized (rank 4) | {ga['lrne_rank4_s_per_gen']:.3f} | "
+        f"{ga['speedup_rank4']:.2f} | >= 10 |",
+        "",
+        f"Machine: {ga['machine']}.",
+        "",
+        f"**Early exit with compaction** (`benchmarks/early_exit.py`): population "
+        f"{ee['setup']['population_size']}, MLP {'×'.join(map(str, ee['setup']['mlp'][1:-1]))} "
+        f"at rank {ee['setup']['rank']}, CartPole-v1 with lengths uniform over "
+        f"[1, {ee['setup']['horizon_T']}]; both stop when all episodes are done.",
+        "",
+        "| evaluation | s / evaluation | slot-steps executed | returns identical | target |",
+        "| --- | ---: | ---: | ---: | ---: |",
+        f"| one buffer until all done | {ee['one_buffer_s']:.3f} | "
+        f"{ee['slot_steps_one_buffer']:,} | | |",
+        f"| compaction at {ee['setup']['compaction']} occupancy | {ee['compacted_s']:.3f} | "
+        f"{ee['slot_steps_compacted']:,} | {ee['identical_fraction']:.0%} | |",
+        f"| **speedup_compaction** | **{ee['speedup_compaction']:.2f}** | | | >= 1.6 |",
+        "",
+        f"Machine: {ee['machine']}. Steps lived by the episodes: {ee['env_steps_lived']:,}.",
+    ]
+    return "\n".join(lines)
+
+
+def updated(readme: str) -> str:
+    head, rest = readme.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{render()}\n{END}{tail}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args()
+    path = ROOT / "README.md"
+    readme = path.read_text()
+    new = updated(readme)
+    if args.check:
+        if new != readme:
+            print("README.md benchmark tables are out of date: run benchmarks/tables.py")
+            return 1
+        return 0
+    path.write_text(new)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""The README is the front door: its example runs and its tables match the results."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+
+
+def test_benchmark_tables_match_committed_results():
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "tables.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout
+
+
+def test_api_example_runs_as_written():
+    example = re.search(r"## API\n\n```python\n(.*?)```", README, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    assert float(namespace["metrics"]["best_fitness"]) >= 475.0
+    assert namespace["history"]["best_fitness"].shape == (20,)
+
+
+def test_quickstart_commands_are_the_ci_commands():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "pip install -e . && lrne train" in README
+    assert "pip install -e '.[test]' && pytest" in README
+    assert "pip install -q -e '.[test]'" in ci and "\npytest\n" in ci
