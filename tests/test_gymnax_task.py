@@ -151,3 +151,17 @@ def test_gymnax_registry_is_what_we_validate_against():
     assert "CartPole-v1" in gymnax.registered_envs
     assert lrne.tasks.action_size("CartPole-v1") == 2
     assert lrne.tasks.action_size("Pendulum-v1") == 1
+
+
+# MNISTBandit-bsuite downloads MNIST when made; this machine has no network.
+OFFLINE_ENVS = [e for e in gymnax.registered_envs if e != "MNISTBandit-bsuite"]
+
+
+@pytest.mark.parametrize("env_id", OFFLINE_ENVS)
+def test_every_gymnax_env_evaluates(env_id):
+    policy = MLP((8,), lrne.tasks.action_size(env_id), rank=2)
+    task = Gymnax(env_id, policy, num_episodes=2, max_steps=20)
+    population = jax.vmap(task.init_params)(jax.random.split(jax.random.key(0), 4))
+    fitness, metrics = jax.jit(task.evaluate)(jax.random.key(1), population)
+    assert fitness.shape == (4,) and bool(jnp.all(jnp.isfinite(fitness)))
+    assert 0 < int(metrics["env_steps"]) <= 4 * 2 * 20
