@@ -4,17 +4,21 @@ Garbus & Pollack 2025, *Low Rank Factorizations are Indirect Encodings for Deep
 Neuroevolution* (arXiv 2504.03037).
 """
 
-from lrne import nn, strategies, tasks
+from lrne import nn, perturb, strategies, tasks
 from lrne.factors import count_params, factorize, genome_bytes, materialize
 from lrne.generation import fitness_stats, generation_step
-from lrne.strategies import GAState, Strategy, ga
+from lrne.perturb import Population
+from lrne.strategies import ESState, GAState, Strategy, es, ga
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ESState",
     "GAState",
+    "Population",
     "Strategy",
     "count_params",
+    "es",
     "factorize",
     "fitness_stats",
     "ga",
@@ -22,6 +26,7 @@ __all__ = [
     "genome_bytes",
     "materialize",
     "nn",
+    "perturb",
     "strategies",
     "tasks",
 ]

@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from lrne import perturb
+
 Array = jax.Array
 
 
@@ -83,8 +85,11 @@ def lowrank_matmul(x: Array, a: Array, b: Array) -> Array:
 THIN = 8
 
 
-def evaluation_layout(params: Any) -> Any:
-    """Relayout one member's params for population evaluation (apply under vmap).
+def evaluation_layout(variables: Any) -> Any:
+    """Relayout one member's ``params`` collection for population evaluation.
+
+    Takes a flax variables dict (apply under vmap for a population); other
+    collections, such as ES perturbations, are left as they are.
 
     Each 2-D factor A (in×r) becomes ``{"At": Aᵀ, "B": B}`` and each thin dense
     kernel W (in×out, out <= 8: policy heads) becomes ``{"Wt": Wᵀ}``, so that ``x·A`` and
@@ -109,7 +114,21 @@ def evaluation_layout(params: Any) -> Any:
             out[name] = {"Wt": child.T} if name == "kernel" and thin else visit(child)
         return out
 
-    return visit(params)
+    if "params" not in variables:
+        return variables
+    return {**variables, "params": visit(variables["params"])}
+
+
+def _perturbation(module: nn.Module, name: str) -> Any:
+    """The member's perturbation δ of param ``name`` (``perturb`` collection), or None."""
+    if module.has_variable("perturb", name):
+        return module.get_variable("perturb", name)
+    return None
+
+
+def _plus(y: Array, x: Array, delta: Any) -> Array:
+    """``y + x·δ`` (δ dense or low-rank), or y when there is no δ."""
+    return y if delta is None else y + perturb.matmul(x, delta)
 
 
 def _first_factor(x: Array, factors: Mapping[str, Array]) -> Array:
@@ -123,12 +142,21 @@ def _first_factor(x: Array, factors: Mapping[str, Array]) -> Array:
     return x @ factors["A"]
 
 
-def factored_matmul(x: Array, factors: Mapping[str, Array]) -> Array:
-    """``(x·A)·B`` for a factor dict in either layout (see :func:`evaluation_layout`)."""
-    h = _first_factor(x, factors)
-    if h.ndim == 1:
-        return jnp.sum(h[:, None] * factors["B"], axis=0)
-    return h @ factors["B"]
+def factored_matmul(x: Array, factors: Mapping[str, Array], delta: Any = None) -> Array:
+    """``(x·A)·B`` for a factor dict in either layout (see :func:`evaluation_layout`).
+
+    With a perturbation ``delta = {"A": δA, "B": δB}`` it computes
+    ``(x·(A + δA))·(B + δB)`` as ``h = x·A + x·δA``, ``h·B + h·δB``.
+    """
+    h = _plus(_first_factor(x, factors), x, None if delta is None else delta["A"])
+    y = jnp.sum(h[:, None] * factors["B"], axis=0) if h.ndim == 1 else h @ factors["B"]
+    return _plus(y, h, None if delta is None else delta["B"])
+
+
+def _bias(module: nn.Module, y: Array, features: int) -> Array:
+    y = y + module.param("bias", nn.initializers.zeros_init(), (features,))
+    delta = _perturbation(module, "bias")
+    return y if delta is None else y + delta
 
 
 def _weight(module: nn.Module, name: str, init: Any, *shape: Any) -> Any:
@@ -172,13 +200,12 @@ class Dense(nn.Module):
                 y = jnp.sum(x[None, :] * wt, axis=1) if x.ndim == 1 else x @ wt.T
             else:
                 y = x @ kernel
+            y = _plus(y, x, _perturbation(self, "kernel"))
         else:
             _check_rank_fits("Dense", self.rank, fan_in, self.features)
             init = factor_init(variance, self.rank, (fan_in, self.rank), (self.rank, self.features))
-            y = factored_matmul(x, _weight(self, "kernel", init))
-        if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
-        return y
+            y = factored_matmul(x, _weight(self, "kernel", init), _perturbation(self, "kernel"))
+        return _bias(self, y, self.features) if self.use_bias else y
 
 
 class Conv(nn.Module):
@@ -221,18 +248,23 @@ class Conv(nn.Module):
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )
 
+        # A conv kernel is 4-D: its perturbation is dense, added to the kernel.
+        delta = _perturbation(self, "kernel")
         if self.rank == 0:
             shape = (kh, kw, channels, self.features)
-            y = conv(x, self.param("kernel", dense_init(variance), shape))
+            kernel = self.param("kernel", dense_init(variance), shape)
+            y = conv(x, kernel if delta is None else kernel + delta)
         else:
             _check_rank_fits("Conv", self.rank, fan_in, self.features)
             init = factor_init(
                 variance, self.rank, (kh, kw, channels, self.rank), (self.rank, self.features)
             )
             factors = self.param("kernel", init)
-            y = conv(x, factors["A"]) @ factors["B"]
+            a = factors["A"] if delta is None else factors["A"] + delta["A"]
+            h = conv(x, a)
+            y = _plus(h @ factors["B"], h, None if delta is None else delta["B"])
         if self.use_bias:
-            y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
+            y = _bias(self, y, self.features)
         return y[0] if unbatched else y
 
 
@@ -267,16 +299,37 @@ class Embed(nn.Module):
             self.embedding = _weight(self, "embedding", init)
 
     def __call__(self, ids: Array) -> Array:
+        delta = _perturbation(self, "embedding")
         if self.rank == 0:
-            return jnp.take(self.embedding, ids, axis=0)
-        rows = self._a()
-        return jnp.take(rows, ids, axis=0) @ self.embedding["B"]
-
-    def _a(self) -> Array:
-        table = self.embedding
-        return table["At"].T if "At" in table else table["A"]
+            return _rows(self.embedding, delta, ids)
+        a = self.embedding["At"].T if "At" in self.embedding else self.embedding["A"]
+        h = _rows(a, None if delta is None else delta["A"], ids)
+        return _plus(h @ self.embedding["B"], h, None if delta is None else delta["B"])
 
     def attend(self, x: Array) -> Array:
+        """``x·Eᵀ``: logits over the vocabulary for a tied output decoder."""
+        delta = _perturbation(self, "embedding")
         if self.rank == 0:
-            return x @ self.embedding.T
-        return lowrank_matmul(x, self.embedding["B"].T, self._a().T)
+            return _plus_t(x @ self.embedding.T, x, delta)
+        a = self.embedding["At"].T if "At" in self.embedding else self.embedding["A"]
+        h = _plus_t(x @ self.embedding["B"].T, x, None if delta is None else delta["B"])
+        return _plus_t(h @ a.T, h, None if delta is None else delta["A"])
+
+
+def _rows(table: Array, delta: Any, ids: Array) -> Array:
+    """Rows ``ids`` of table + δ, without forming table + δ."""
+    rows = jnp.take(table, ids, axis=0)
+    if delta is None:
+        return rows
+    if perturb.is_lowrank(delta):
+        return rows + jnp.take(delta["U"], ids, axis=1).T @ delta["V"]
+    return rows + jnp.take(delta, ids, axis=0)
+
+
+def _plus_t(y: Array, x: Array, delta: Any) -> Array:
+    """``y + x·δᵀ`` (δ dense or low-rank), or y when there is no δ."""
+    if delta is None:
+        return y
+    if perturb.is_lowrank(delta):
+        return y + (x @ delta["V"].T) @ delta["U"]
+    return y + x @ delta.T

@@ -24,6 +24,7 @@ from flax import linen as nn
 from gymnax.environments import spaces
 
 from lrne.nn.layers import evaluation_layout
+from lrne.perturb import Population
 
 PyTree = Any
 
@@ -173,11 +174,19 @@ class Gymnax:
         )
 
     def evaluate(self, key: jax.Array, population: PyTree) -> tuple[jax.Array, dict]:
-        """Fitness (population_size,) and metrics for a population pytree.
+        """Fitness (population_size,) and metrics for a population.
+
+        ``population`` is a variables pytree whose leaves carry a leading member
+        axis (GA), or a :class:`lrne.perturb.Population` of shared variables and
+        per-member ones (ES: a shared base and each member's perturbation).
 
         Metrics: ``env_steps`` (steps the episodes lived) and
         ``env_steps_computed`` (slot-steps executed, including masked ones).
         """
+        if isinstance(population, Population):
+            shared, population = population
+        else:
+            shared = {}
         num_members = jax.tree.leaves(population)[0].shape[0]
         per_member = self.num_episodes
         total = num_members * per_member
@@ -200,8 +209,9 @@ class Gymnax:
 
         population = jax.vmap(evaluation_layout)(population)
 
-        def act_with(params: PyTree) -> Any:
-            return lambda obs: jax.vmap(self._act)(params, obs)
+        def act_with(members: PyTree) -> Any:
+            act = lambda member, obs: self._act({**shared, **member}, obs)
+            return lambda obs: jax.vmap(act)(members, obs)
 
         # One flat vmap over slots: a nested member × episode vmap defeats the
         # multiply-sum form of factorized layers on XLA:CPU (measured 10x slower).

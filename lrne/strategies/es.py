@@ -1,0 +1,151 @@
+"""OpenAI-style evolution strategies with dense or low-rank Gaussian noise.
+
+Salimans, Ho, Chen, Sidor, Sutskever 2017, *Evolution Strategies as a Scalable
+Alternative to Reinforcement Learning* (arXiv 1703.03864): antithetic pairs,
+centered-rank fitness shaping, gradient estimate ĝ = 1/(P·σ²) Σ_i w_i·δ_i fed
+to any optimizer. Low-rank perturbations δ_i = σ·U_iᵀV_i/√r applied inside the
+forward pass follow EGGROLL, *Evolution Strategies at the Hyperscale* (arXiv
+2511.16652).
+
+The population is a :class:`lrne.perturb.Population`: the mean variables are
+shared and each member carries only its perturbation (low-rank: r·(m+n) numbers
+per 2-D weight), so nothing of size population × parameters exists when
+``noise_rank > 0``. The update Σ_i w_i·U_iᵀV_i is contracted over the stacked
+(P·r) axis and forms only the m×n result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lrne import perturb
+from lrne.perturb import Population
+from lrne.strategies.base import Metrics, Strategy
+from lrne.strategies.ga import _check_int
+from lrne.strategies.shaping import centered_rank
+
+PyTree = Any
+
+
+class ESState(NamedTuple):
+    """ES state: the mean variables (``{"params": ...}``) and optimizer state."""
+
+    mean: PyTree
+    opt_state: optax.OptState
+    best_params: PyTree
+    best_fitness: jax.Array
+    generation: jax.Array
+
+
+def _negate(delta: PyTree) -> PyTree:
+    """-δ: for a low-rank δ = UᵀV negate U only."""
+    flip = lambda d: {"U": -d["U"], "V": d["V"]} if perturb.is_lowrank(d) else -d
+    return jax.tree.map(flip, delta, is_leaf=perturb.is_lowrank)
+
+
+def es(
+    population_size: int,
+    sigma: float,
+    optimizer: optax.GradientTransformation,
+    noise_rank: int = 0,
+    antithetic: bool = True,
+    fitness_shaping: Callable[[jax.Array], jax.Array] = centered_rank,
+) -> Strategy:
+    """OpenAI-ES over the ``params`` collection of a flax variables dict.
+
+    Args:
+        population_size: members per generation (even when ``antithetic``).
+        sigma: perturbation std per parameter entry, > 0.
+        optimizer: an optax optimizer; it receives -ĝ (optax minimizes).
+        noise_rank: 0 for dense noise on every parameter; r > 0 for rank-r
+            noise on each 2-D weight (dense noise on other leaves).
+        antithetic: evaluate each perturbation with both signs.
+        fitness_shaping: fitness (P,) -> weights (P,); default centered ranks.
+
+    Returns:
+        A :class:`~lrne.strategies.base.Strategy` with :class:`ESState`.
+    """
+    _check_int("population_size", population_size, 2)
+    _check_int("noise_rank", noise_rank, 0)
+    if antithetic and population_size % 2:
+        raise ValueError(
+            f"population_size must be even with antithetic=True, got {population_size}"
+        )
+    if not isinstance(sigma, int | float) or not math.isfinite(sigma) or sigma <= 0:
+        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise ValueError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
+    num_draws = population_size // 2 if antithetic else population_size
+
+    def init(key: jax.Array, params: PyTree) -> ESState:
+        del key
+        if "params" not in params:
+            raise ValueError("params must be a flax variables dict with a 'params' collection")
+        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), params)
+        return ESState(
+            mean=params,
+            opt_state=optimizer.init(params["params"]),
+            best_params=params,
+            best_fitness=jnp.array(-jnp.inf, jnp.float32),
+            generation=jnp.array(0, jnp.int32),
+        )
+
+    def ask(key: jax.Array, state: ESState) -> tuple[Population, ESState]:
+        key = jax.random.fold_in(key, state.generation)
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_draws))
+        draw = lambda k: perturb.sample(k, state.mean["params"], sigma, noise_rank)
+        delta = jax.vmap(draw)(keys)
+        if antithetic:
+            delta = jax.tree.map(
+                lambda pos, neg: jnp.concatenate([pos, neg]), delta, _negate(delta)
+            )
+        return Population(shared=state.mean, members={"perturb": delta}), state
+
+    def tell(
+        key: jax.Array, state: ESState, population: Population, fitness: jax.Array
+    ) -> tuple[ESState, Metrics]:
+        del key
+        if fitness.shape != (population_size,):
+            raise ValueError(f"fitness must have shape ({population_size},), got {fitness.shape}")
+        delta = population.members["perturb"]
+        weights = fitness_shaping(fitness)
+        if antithetic:
+            # Σ_j (w⁺_j − w⁻_j)·δ_j: equal fitness cancels exactly, at half the work.
+            weights = weights[:num_draws] - weights[num_draws:]
+            draws = jax.tree.map(lambda x: x[:num_draws], delta)
+        else:
+            draws = delta
+        scale = 1.0 / (population_size * sigma**2)
+        ascent = jax.tree.map(lambda g: scale * g, perturb.weighted_sum(weights, draws))
+        descent = jax.tree.map(jnp.negative, ascent)
+        mean_params = state.mean["params"]
+        updates, opt_state = optimizer.update(descent, state.opt_state, mean_params)
+        new_params = optax.apply_updates(mean_params, updates)
+
+        ranked = jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)
+        best = jnp.argmax(ranked)
+        improved = ranked[best] > state.best_fitness
+        member = jax.tree.map(lambda x: x[best], delta)
+        candidate = {**state.mean, "params": perturb.apply(mean_params, member)}
+        best_params = jax.tree.map(
+            lambda new, old: jnp.where(improved, new, old), candidate, state.best_params
+        )
+        state = ESState(
+            mean={**state.mean, "params": new_params},
+            opt_state=opt_state,
+            best_params=best_params,
+            best_fitness=jnp.maximum(state.best_fitness, ranked[best]),
+            generation=state.generation + 1,
+        )
+        return state, {
+            "num_nonfinite": jnp.sum(~jnp.isfinite(fitness)),
+            "update_norm": optax.tree.norm(updates),
+        }
+
+    return Strategy(init, ask, tell)
