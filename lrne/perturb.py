@@ -96,8 +96,8 @@ def apply(params: PyTree, perturbation: PyTree) -> PyTree:
 def matmul(x: jax.Array, delta: Any) -> jax.Array:
     """``x·δ`` over the last axis of x for a dense or low-rank δ."""
     if is_lowrank(delta):
-        u, v = delta["U"], delta["V"]
-        if x.ndim == 1:
-            return jnp.sum(jnp.sum(x[None, :] * u, axis=1)[:, None] * v, axis=0)
-        return (x @ u.T) @ v
+        # Plain dots: under vmap with a shared base W these become batched dots,
+        # measured faster on XLA:CPU than multiply-sum when δ is a runtime operand
+        # (rank 1, 1024 members, 400-256-256-3 MLP: 1.01 vs 2.49 ms per step).
+        return (x @ delta["U"].T) @ delta["V"]
     return x @ delta

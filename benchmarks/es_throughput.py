@@ -1,0 +1,134 @@
+"""ES throughput: low-rank perturbed population vs plain inference, and vs evosax Open_ES.
+
+(i) A population of 1024 evaluated with rank-1 perturbations inside the forward
+    pass, against plain batched inference of the unperturbed network at the same
+    batch (1024 episodes sharing one set of weights), full-length rollouts, on
+    CartPole-v1 (MLP 64×64) and Breakout-MinAtar (MLP 256×256).
+(ii) One ES generation on Breakout-MinAtar at population 1024, lrne low-rank
+    (r=1) vs evosax 0.3 ``Open_ES`` + ``GymnaxProblem``, same network, fixed
+    episode length, early exit off for both.
+Same process, warm, medians of interleaved repetitions. Writes
+benchmarks/results/es_throughput.json.
+
+    python benchmarks/es_throughput.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import jax.numpy as jnp
+import optax
+from common import machine, median, time_interleaved, write
+from evosax.algorithms import Open_ES
+from evosax.problems import GymnaxProblem
+from ga_vs_evosax import EvosaxPolicy
+
+import lrne
+from lrne.perturb import Population
+
+
+def throughput(env_id: str, hidden: tuple[int, ...], population: int, steps: int, reps: int):
+    """Seconds per full-length evaluation: rank-1 perturbed vs plain shared weights."""
+    policy = lrne.nn.MLP(hidden, lrne.tasks.action_size(env_id))
+    task = lrne.tasks.Gymnax(env_id, policy, max_steps=steps, early_exit=False)
+    strategy = lrne.es(population, 0.05, optax.sgd(0.01), noise_rank=1)
+    key = jax.random.key(0)
+    state = strategy.init(key, task.init_params(key))
+    perturbed, _ = jax.jit(strategy.ask)(key, state)
+    # Plain inference: the same shared weights and batch, no per-member variables
+    # (an unused per-member collection only sets the batch size).
+    plain = Population(shared=state.mean, members={"batch": {"index": jnp.arange(population)}})
+    evaluate = jax.jit(task.evaluate)
+    runs = {
+        "lowrank": (lambda _, k: evaluate(k, perturbed), None),
+        "plain": (lambda _, k: evaluate(k, plain), None),
+    }
+    times, _ = time_interleaved(runs, reps, key)
+    return median(times["lowrank"]), median(times["plain"])
+
+
+def generation_times(population: int, hidden: tuple[int, ...], steps: int, reps: int):
+    env_id = "Breakout-MinAtar"
+    key = jax.random.key(0)
+    problem = GymnaxProblem(
+        env_id, EvosaxPolicy(hidden, 3), episode_length=steps, use_normalize_obs=False
+    )
+    solution = problem.sample(key)
+    evo = Open_ES(population_size=population, solution=solution, optimizer=optax.sgd(0.01))
+    evo_params = evo.default_params
+    evo_state = evo.init(key, solution, evo_params)
+    problem_state = problem.init(key)
+
+    @jax.jit
+    def evosax_step(state, key):
+        key_ask, key_eval, key_tell = jax.random.split(key, 3)
+        members, state = evo.ask(key_ask, state, evo_params)
+        returns, _, _ = problem.eval(key_eval, members, problem_state)
+        state, _ = evo.tell(key_tell, members, -returns, state, evo_params)  # minimizes
+        return state
+
+    task = lrne.tasks.Gymnax(env_id, lrne.nn.MLP(hidden, 3), max_steps=steps, early_exit=False)
+    strategy = lrne.es(population, 0.05, optax.sgd(0.01), noise_rank=1)
+    state = strategy.init(key, task.init_params(key))
+    generation = jax.jit(lrne.generation_step(strategy, task))
+    runs = {
+        "evosax_open_es": (evosax_step, evo_state),
+        "lrne_lowrank_es": (lambda s, k: generation(s, k)[0], state),
+    }
+    times, first = time_interleaved(runs, reps, key)
+    return {name: median(t) for name, t in times.items()}, first
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="toy size, for CI")
+    parser.add_argument("--repetitions", type=int, default=3)
+    args = parser.parse_args()
+    if args.quick:
+        population, cartpole, breakout, gen_hidden = 64, ((16, 16), 50), ((32, 32), 50), (32, 32)
+        gen_steps = 50
+    else:
+        population, cartpole, breakout, gen_hidden = (
+            1024,
+            ((64, 64), 500),
+            ((256, 256), 1000),
+            (
+                256,
+                256,
+            ),
+        )
+        gen_steps = 1000
+    result: dict = {"lowrank_over_plain": {}, "seconds_per_evaluation": {}}
+    for env_id, (hidden, steps) in (("CartPole-v1", cartpole), ("Breakout-MinAtar", breakout)):
+        lowrank, plain = throughput(env_id, hidden, population, steps, args.repetitions)
+        result["lowrank_over_plain"][env_id] = plain / lowrank
+        result["seconds_per_evaluation"][env_id] = {"lowrank_r1": lowrank, "plain": plain}
+    gens, first = generation_times(population, gen_hidden, gen_steps, args.repetitions)
+    result["speedup_vs_evosax_open_es"] = gens["evosax_open_es"] / gens["lrne_lowrank_es"]
+    result["s_per_generation"] = gens
+    result["first_call_s"] = first
+    result["machine"] = machine()
+    result["setup"] = {
+        "population_size": population,
+        "throughput": {
+            "CartPole-v1": [list(cartpole[0]), cartpole[1]],
+            "Breakout-MinAtar": [list(breakout[0]), breakout[1]],
+        },
+        "generation": {
+            "env": "Breakout-MinAtar",
+            "mlp": [400, *gen_hidden, 3],
+            "episode_steps": gen_steps,
+            "noise_rank": 1,
+            "early_exit": False,
+        },
+        "repetitions": args.repetitions,
+        "quick": args.quick,
+        "note": "lowrank_over_plain is throughput (episodes/s) perturbed over plain",
+    }
+    write("es_throughput_quick" if args.quick else "es_throughput", result)
+
+
+if __name__ == "__main__":
+    main()
