@@ -53,8 +53,45 @@ def render() -> str:
         f"| **speedup_compaction** | **{ee['speedup_compaction']:.2f}** | | | >= 1.6 |",
         "",
         f"Machine: {ee['machine']}. Steps lived by the episodes: {ee['env_steps_lived']:,}.",
+        "",
+        *_es_lines(_load("es_throughput")),
     ]
     return "\n".join(lines)
+
+
+def _es_lines(es: dict) -> list[str]:
+    setup = es["setup"]
+    gen = setup["generation"]
+    lines = [
+        f"**ES with low-rank noise** (`benchmarks/es_throughput.py`): population "
+        f"{setup['population_size']}, full-length rollouts, early exit off. Throughput of a "
+        "rank-1 perturbed population relative to plain batched inference of the shared "
+        "network at the same batch:",
+        "",
+        "| env | MLP | s / eval, rank-1 ES | s / eval, plain | lowrank_over_plain | target |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for env, (hidden, steps) in setup["throughput"].items():
+        t = es["seconds_per_evaluation"][env]
+        lines.append(
+            f"| {env} ({steps} steps) | {'×'.join(map(str, hidden))} | {t['lowrank_r1']:.3f} | "
+            f"{t['plain']:.3f} | {es['lowrank_over_plain'][env]:.2f} | >= 0.9 |"
+        )
+    g = es["s_per_generation"]
+    lines += [
+        "",
+        f"ES generation on {gen['env']}, MLP {'→'.join(map(str, gen['mlp']))}, "
+        f"{gen['episode_steps']} steps, rank {gen['noise_rank']} noise:",
+        "",
+        "| method | s / generation | speedup | target |",
+        "| --- | ---: | ---: | ---: |",
+        f"| evosax 0.3 `Open_ES` + `GymnaxProblem` | {g['evosax_open_es']:.3f} | 1.00 | |",
+        f"| lrne `es(noise_rank=1)` | {g['lrne_lowrank_es']:.3f} | "
+        f"{es['speedup_vs_evosax_open_es']:.2f} | >= 10 |",
+        "",
+        f"Machine: {es['machine']}.",
+    ]
+    return lines
 
 
 def updated(readme: str) -> str:

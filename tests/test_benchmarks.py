@@ -25,6 +25,10 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
             },
         ),
         ("early_exit", {"speedup_compaction", "identical_fraction", "machine"}),
+        (
+            "es_throughput",
+            {"lowrank_over_plain", "speedup_vs_evosax_open_es", "machine"},
+        ),
     ],
 )
 def test_quick_benchmark_writes_its_keys(script, keys):
