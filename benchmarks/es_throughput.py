@@ -23,7 +23,7 @@ import optax
 from common import machine, median, time_interleaved, write
 from evosax.algorithms import Open_ES
 from evosax.problems import GymnaxProblem
-from ga_vs_evosax import EvosaxPolicy
+from ga_vs_evosax import EvosaxPolicy, evosax_generation
 
 import lrne
 from lrne.perturb import Population
@@ -59,15 +59,7 @@ def generation_times(population: int, hidden: tuple[int, ...], steps: int, reps:
     evo = Open_ES(population_size=population, solution=solution, optimizer=optax.sgd(0.01))
     evo_params = evo.default_params
     evo_state = evo.init(key, solution, evo_params)
-    problem_state = problem.init(key)
-
-    @jax.jit
-    def evosax_step(state, key):
-        key_ask, key_eval, key_tell = jax.random.split(key, 3)
-        members, state = evo.ask(key_ask, state, evo_params)
-        returns, _, _ = problem.eval(key_eval, members, problem_state)
-        state, _ = evo.tell(key_tell, members, -returns, state, evo_params)  # minimizes
-        return state
+    evosax_step = evosax_generation(evo, evo_params, problem, problem.init(key))
 
     task = lrne.tasks.Gymnax(env_id, lrne.nn.MLP(hidden, 3), max_steps=steps, early_exit=False)
     strategy = lrne.es(population, 0.05, optax.sgd(0.01), noise_rank=1)

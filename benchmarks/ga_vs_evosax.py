@@ -38,6 +38,20 @@ class EvosaxPolicy(nn.Module):
         return jnp.argmax(nn.Dense(self.num_outputs)(x))
 
 
+def evosax_generation(strategy, params, problem, problem_state):
+    """One jitted evosax generation: ask, evaluate, tell (evosax minimizes)."""
+
+    @jax.jit
+    def step(state, key):
+        key_ask, key_eval, key_tell = jax.random.split(key, 3)
+        population, state = strategy.ask(key_ask, state, params)
+        returns, _, _ = problem.eval(key_eval, population, problem_state)
+        state, _ = strategy.tell(key_tell, population, -returns, state, params)
+        return state
+
+    return step
+
+
 def evosax_step(population_size: int, hidden: tuple[int, ...], steps: int, key: jax.Array):
     problem = GymnaxProblem(
         ENV, EvosaxPolicy(hidden, 3), episode_length=steps, use_normalize_obs=False
@@ -47,17 +61,7 @@ def evosax_step(population_size: int, hidden: tuple[int, ...], steps: int, key: 
     params = strategy.default_params
     population = jax.vmap(problem.sample)(jax.random.split(key, population_size))
     state = strategy.init(key, population, jnp.zeros(population_size), params)
-    problem_state = problem.init(key)
-
-    @jax.jit
-    def step(state, key):
-        key_ask, key_eval, key_tell = jax.random.split(key, 3)
-        population, state = strategy.ask(key_ask, state, params)
-        returns, _, _ = problem.eval(key_eval, population, problem_state)
-        state, _ = strategy.tell(key_tell, population, -returns, state, params)  # minimizes
-        return state
-
-    return step, state
+    return evosax_generation(strategy, params, problem, problem.init(key)), state
 
 
 def lrne_step(population_size: int, hidden: tuple[int, ...], steps: int, rank: int, key):

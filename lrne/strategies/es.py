@@ -16,7 +16,6 @@ per 2-D weight), so nothing of size population × parameters exists when
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -27,7 +26,7 @@ import optax
 from lrne import perturb
 from lrne.perturb import Population
 from lrne.strategies.base import Metrics, Strategy
-from lrne.strategies.ga import _check_int
+from lrne.strategies.checks import check_fitness, check_int, check_positive
 from lrne.strategies.shaping import centered_rank
 
 PyTree = Any
@@ -71,14 +70,13 @@ def es(
     Returns:
         A :class:`~lrne.strategies.base.Strategy` with :class:`ESState`.
     """
-    _check_int("population_size", population_size, 2)
-    _check_int("noise_rank", noise_rank, 0)
+    check_int("population_size", population_size, 2)
+    check_int("noise_rank", noise_rank, 0)
     if antithetic and population_size % 2:
         raise ValueError(
             f"population_size must be even with antithetic=True, got {population_size}"
         )
-    if not isinstance(sigma, int | float) or not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+    check_positive("sigma", sigma)
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise ValueError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
     num_draws = population_size // 2 if antithetic else population_size
@@ -111,8 +109,7 @@ def es(
         key: jax.Array, state: ESState, population: Population, fitness: jax.Array
     ) -> tuple[ESState, Metrics]:
         del key
-        if fitness.shape != (population_size,):
-            raise ValueError(f"fitness must have shape ({population_size},), got {fitness.shape}")
+        check_fitness(fitness, population_size)
         delta = population.members["perturb"]
         weights = fitness_shaping(fitness)
         if antithetic:

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from lrne.strategies.base import Metrics, Strategy
+from lrne.strategies.checks import check_fitness, check_int, check_positive
 from lrne.strategies.mutation import factor_mask, frozen_mask, init_std
 
 PyTree = Any
@@ -36,11 +37,6 @@ class GAState(NamedTuple):
     best_params: PyTree
     best_fitness: jax.Array
     generation: jax.Array
-
-
-def _check_int(name: str, value: Any, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
 
 
 def ga(
@@ -61,14 +57,13 @@ def ga(
     Returns:
         A :class:`~lrne.strategies.base.Strategy` with :class:`GAState`.
     """
-    _check_int("population_size", population_size, 2)
-    _check_int("num_elites", num_elites, 1)
+    check_int("population_size", population_size, 2)
+    check_int("num_elites", num_elites, 1)
     if num_elites >= population_size:
         raise ValueError(
             f"num_elites must be < population_size ({population_size}), got {num_elites}"
         )
-    if not isinstance(sigma, int | float) or not math.isfinite(sigma) or sigma <= 0:
-        raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
+    check_positive("sigma", sigma)
     freeze = tuple(freeze)
     num_children = population_size - num_elites
 
@@ -113,8 +108,7 @@ def ga(
         key: jax.Array, state: GAState, population: PyTree, fitness: jax.Array
     ) -> tuple[GAState, Metrics]:
         del key
-        if fitness.shape != (population_size,):
-            raise ValueError(f"fitness must have shape ({population_size},), got {fitness.shape}")
+        check_fitness(fitness, population_size)
         finite = jnp.isfinite(fitness)
         ranked = jnp.where(finite, fitness, -jnp.inf)
         # Stable sort: on ties the lower slot wins, so standing elites are kept.
