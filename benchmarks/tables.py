@@ -91,6 +91,22 @@ def _es_lines(es: dict) -> list[str]:
         "",
         f"Machine: {es['machine']}.",
     ]
+    mem = _load("es_memory")
+    lines += [
+        "",
+        f"**ES memory** (`benchmarks/es_memory.py`): MLP {'→'.join(map(str, mem['setup']['mlp']))} "
+        f"({mem['num_params']:,} params) at population {mem['setup']['population_size']}, "
+        "per-member part of the population from the compiled `ask`:",
+        "",
+        "| perturbation | bytes | target |",
+        "| --- | ---: | ---: |",
+        f"| lrne `es(noise_rank=1)` | {mem['lrne_es_bytes'] / 1e6:,.1f} MB | <= 100 MB |",
+        f"| dense population × D (evosax `ask`) | {mem['dense_bytes'] / 1e9:,.2f} GB | |",
+        "",
+        f"A whole compiled low-rank generation step needs "
+        f"{mem['lrne_es_generation_step_temp_bytes'] / 1e6:,.0f} MB of temporaries "
+        "(including the probe forward's activations).",
+    ]
     return lines
 
 

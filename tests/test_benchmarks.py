@@ -25,6 +25,7 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
             },
         ),
         ("early_exit", {"speedup_compaction", "identical_fraction", "machine"}),
+        ("es_memory", {"lrne_es_bytes", "dense_bytes", "machine"}),
         (
             "es_throughput",
             {"lowrank_over_plain", "speedup_vs_evosax_open_es", "machine"},
@@ -33,7 +34,7 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 )
 def test_quick_benchmark_writes_its_keys(script, keys):
     done = subprocess.run(
-        [sys.executable, str(BENCH / f"{script}.py"), "--quick", "--repetitions", "2"],
+        [sys.executable, str(BENCH / f"{script}.py"), "--quick"],
         capture_output=True,
         text=True,
         timeout=300,
