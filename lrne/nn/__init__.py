@@ -7,7 +7,6 @@ from lrne.nn.layers import (
     evaluation_layout,
     factor_init,
     factored_matmul,
-    lowrank_matmul,
 )
 from lrne.nn.models import MLP, MinAtarCNN, layer_rank
 
@@ -21,5 +20,4 @@ __all__ = [
     "factor_init",
     "factored_matmul",
     "layer_rank",
-    "lowrank_matmul",
 ]

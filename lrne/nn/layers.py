@@ -31,7 +31,7 @@ from lrne import perturb
 Array = jax.Array
 
 
-def _check_rank(name: str, rank: int) -> None:
+def check_rank(name: str, rank: int) -> None:
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
         raise ValueError(f"{name}: rank must be an int >= 0 (0 = dense), got {rank!r}")
 
@@ -69,17 +69,6 @@ def factor_init(variance: float, rank: int, a_shape: Sequence[int], b_shape: Seq
         }
 
     return init
-
-
-def lowrank_matmul(x: Array, a: Array, b: Array) -> Array:
-    """``(x·A)·B`` contracting the last axis of ``x``; A is (in, r), B is (r, out).
-
-    One input row (the per-member view under ``vmap``) uses multiply-sum, which
-    XLA:CPU runs far faster than a batched matvec; several rows use matmuls.
-    """
-    if x.ndim == 1:
-        return jnp.sum(jnp.sum(x[:, None] * a, axis=0)[:, None] * b, axis=0)
-    return (x @ a) @ b
 
 
 THIN = 8
@@ -184,7 +173,7 @@ class Dense(nn.Module):
     init_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_rank("Dense", self.rank)
+        check_rank("Dense", self.rank)
         if self.features < 1:
             raise ValueError(f"Dense: features must be >= 1, got {self.features}")
         super().__post_init__()
@@ -226,7 +215,7 @@ class Conv(nn.Module):
     init_scale: float = 1.0
 
     def __post_init__(self) -> None:
-        _check_rank("Conv", self.rank)
+        check_rank("Conv", self.rank)
         super().__post_init__()
 
     @nn.compact
@@ -280,7 +269,7 @@ class Embed(nn.Module):
     rank: int = 0
 
     def __post_init__(self) -> None:
-        _check_rank("Embed", self.rank)
+        check_rank("Embed", self.rank)
         super().__post_init__()
 
     def setup(self) -> None:

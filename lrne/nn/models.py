@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import jax
 from flax import linen as nn
 
-from lrne.nn.layers import Conv, Dense
+from lrne.nn.layers import Conv, Dense, check_rank
 
 Array = jax.Array
 
@@ -38,8 +38,7 @@ class MLP(nn.Module):
     activation: Callable[[Array], Array] = nn.tanh
 
     def __post_init__(self) -> None:
-        if not isinstance(self.rank, int) or self.rank < 0:
-            raise ValueError(f"MLP: rank must be an int >= 0, got {self.rank!r}")
+        check_rank("MLP", self.rank)
         if any(f < 1 for f in self.features) or self.num_outputs < 1:
             raise ValueError(
                 f"MLP: widths must be >= 1, got features={tuple(self.features)}, "
@@ -71,8 +70,7 @@ class MinAtarCNN(nn.Module):
     hidden: int = 128
 
     def __post_init__(self) -> None:
-        if not isinstance(self.rank, int) or self.rank < 0:
-            raise ValueError(f"MinAtarCNN: rank must be an int >= 0, got {self.rank!r}")
+        check_rank("MinAtarCNN", self.rank)
         super().__post_init__()
 
     @nn.compact

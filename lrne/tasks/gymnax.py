@@ -121,23 +121,21 @@ class Gymnax:
         self.action_space = env.action_space(self.env_params)
         self.num_outputs = action_size(env, self.env_params)
 
+        obs_shapes = jax.eval_shape(
+            lambda k: self.env.reset_env(k, self.env_params)[0], jax.random.key(0)
+        )
+        self._obs_template = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), obs_shapes)
         params = jax.eval_shape(self.init_params, jax.random.key(0))
-        out = jax.eval_shape(self.policy.apply, params, self._dummy_obs())
+        out = jax.eval_shape(self.policy.apply, params, self._obs_template)
         if math.prod(out.shape) != self.num_outputs:
             raise ValueError(
                 f"policy: outputs shape {out.shape} but the environment needs "
                 f"{self.num_outputs} outputs"
             )
 
-    def _dummy_obs(self) -> PyTree:
-        shapes = jax.eval_shape(
-            lambda k: self.env.reset_env(k, self.env_params)[0], jax.random.key(0)
-        )
-        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-
     def init_params(self, key: jax.Array) -> PyTree:
         """One member's policy params."""
-        return self.policy.init(key, self._dummy_obs())
+        return self.policy.init(key, self._obs_template)
 
     def _act(self, params: PyTree, obs: PyTree) -> jax.Array:
         out = self.policy.apply(params, obs)
