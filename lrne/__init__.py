@@ -8,25 +8,45 @@ from lrne import nn, perturb, strategies, tasks
 from lrne.factors import count_params, factorize, genome_bytes, materialize
 from lrne.generation import fitness_stats, generation_step
 from lrne.perturb import Population
-from lrne.strategies import ESState, GAState, Strategy, es, ga
+from lrne.strategies import (
+    ESState,
+    GAState,
+    OnlineESState,
+    OnlineStrategy,
+    Strategy,
+    es,
+    full_es,
+    ga,
+    nres,
+    online_es,
+    pes,
+    tes,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ESState",
     "GAState",
+    "OnlineESState",
+    "OnlineStrategy",
     "Population",
     "Strategy",
     "count_params",
     "es",
     "factorize",
     "fitness_stats",
+    "full_es",
     "ga",
     "generation_step",
     "genome_bytes",
     "materialize",
     "nn",
+    "nres",
+    "online_es",
     "perturb",
+    "pes",
     "strategies",
     "tasks",
+    "tes",
 ]

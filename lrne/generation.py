@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from lrne.strategies.base import Metrics, Strategy
+from lrne.strategies.online import OnlineStrategy
 
 PyTree = Any
 
@@ -30,18 +31,27 @@ def fitness_stats(fitness: jax.Array) -> Metrics:
 
 
 def generation_step(
-    strategy: Strategy, task: Task
+    strategy: Strategy | OnlineStrategy, task: Task
 ) -> Callable[[PyTree, jax.Array], tuple[PyTree, Metrics]]:
     """A pure ``(state, key) -> (state, metrics)`` for ``jax.jit`` and ``lax.scan``.
 
-    Metrics: ``fitness_mean``, ``fitness_max``, ``best_fitness``, the task's
-    metrics (``env_steps`` for RL tasks) and the strategy's.
+    For a :class:`Strategy`: ask, evaluate, tell. Metrics: ``fitness_mean``,
+    ``fitness_max``, ``best_fitness``, the task's metrics (``env_steps`` for RL
+    tasks) and the strategy's.
+
+    For an :class:`~lrne.strategies.online.OnlineStrategy` (NRES, PES, TES,
+    FullES): unroll every particle one truncation window of the task and update
+    once; the metrics are the strategy's (``fitness_mean`` is the mean per-step
+    fitness of the window).
 
     Example:
         >>> step = jax.jit(lrne.generation_step(strategy, task))
         >>> state, metrics = step(state, key)
         >>> state, history = jax.lax.scan(generation_step(strategy, task), state, keys)
     """
+
+    if isinstance(strategy, OnlineStrategy):
+        return lambda state, key: strategy.step(task, state, key)
 
     def step(state: PyTree, key: jax.Array) -> tuple[PyTree, Metrics]:
         key_ask, key_eval, key_tell = jax.random.split(key, 3)

@@ -65,6 +65,12 @@ def sample(key: jax.Array, params: PyTree, sigma: float, noise_rank: int) -> PyT
     return jax.tree.unflatten(treedef, out)
 
 
+def negate(perturbation: PyTree) -> PyTree:
+    """-δ; for a low-rank δ = UᵀV only U is negated."""
+    flip = lambda d: {"U": -d["U"], "V": d["V"]} if is_lowrank(d) else -d
+    return jax.tree.map(flip, perturbation, is_leaf=is_lowrank)
+
+
 def weighted_sum(weights: jax.Array, perturbations: PyTree) -> PyTree:
     """Σ_i weights_i · δ_i over a population of perturbations (leading axis P).
 

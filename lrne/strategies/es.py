@@ -42,12 +42,6 @@ class ESState(NamedTuple):
     generation: jax.Array
 
 
-def _negate(delta: PyTree) -> PyTree:
-    """-δ: for a low-rank δ = UᵀV negate U only."""
-    flip = lambda d: {"U": -d["U"], "V": d["V"]} if perturb.is_lowrank(d) else -d
-    return jax.tree.map(flip, delta, is_leaf=perturb.is_lowrank)
-
-
 def es(
     population_size: int,
     sigma: float,
@@ -101,7 +95,7 @@ def es(
         delta = jax.vmap(draw)(keys)
         if antithetic:
             delta = jax.tree.map(
-                lambda pos, neg: jnp.concatenate([pos, neg]), delta, _negate(delta)
+                lambda pos, neg: jnp.concatenate([pos, neg]), delta, perturb.negate(delta)
             )
         return Population(shared=state.mean, members={"perturb": delta}), state
 

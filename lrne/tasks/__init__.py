@@ -1,5 +1,6 @@
 """Tasks: evaluate a population -> fitness (P,), higher is better."""
 
-from lrne.tasks.gymnax import Gymnax, action_size, make_env
+from lrne.tasks.gymnax import Gymnax, Unrolled, action_size, make_env
+from lrne.tasks.lorenz import Lorenz
 
-__all__ = ["Gymnax", "action_size", "make_env"]
+__all__ = ["Gymnax", "Lorenz", "Unrolled", "action_size", "make_env"]

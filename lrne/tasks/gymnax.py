@@ -50,6 +50,14 @@ def action_size(env: str | Any, env_params: Any = None) -> int:
     return math.prod(space.shape)
 
 
+class Unrolled(NamedTuple):
+    """Inner states of episodes an online strategy unrolls (leading member axis)."""
+
+    obs: PyTree
+    env_state: PyTree
+    alive: jax.Array
+
+
 class _Slots(NamedTuple):
     """A buffer of episodes in flight; slot i holds episode ``episode[i]``."""
 
@@ -246,6 +254,48 @@ class Gymnax:
         fitness = returns.reshape(num_members, per_member).mean(axis=1)
         metrics = {"env_steps": jnp.sum(lengths), "env_steps_computed": computed}
         return fitness, metrics
+
+    @property
+    def horizon(self) -> int:
+        """T for online strategies: the episode length cap ``max_steps``."""
+        return self.max_steps
+
+    def reset(self, keys: jax.Array) -> Unrolled:
+        """Fresh episodes, one per key: the inner states online strategies unroll."""
+        obs, env_state = jax.vmap(self.env.reset_env, (0, None))(keys, self.env_params)
+        return Unrolled(obs=obs, env_state=env_state, alive=jnp.ones(keys.shape[0], bool))
+
+    def unroll(
+        self,
+        keys: jax.Array,
+        population: Population,
+        inner: Unrolled,
+        t: jax.Array,
+        num_steps: int,
+    ) -> tuple[Unrolled, jax.Array]:
+        """Step every member's episode ``num_steps`` times: (inner, rewards (M, num_steps)).
+
+        An episode that ends stays ended until its online strategy resets it at
+        the horizon: its later rewards are 0 (``inner.alive`` is the done mask),
+        so the window rewards sum to the episode return over the horizon. Step
+        ``i`` of a window draws its randomness from ``fold_in(keys[m], t[m] + i)``:
+        members sharing a key (an antithetic pair) share the environment's noise.
+        """
+        shared, members = population
+        members = jax.vmap(evaluation_layout)(members)
+        act = jax.vmap(lambda member, obs: self._act({**shared, **member}, obs))
+
+        def body(inner: Unrolled, i: jax.Array) -> tuple[Unrolled, jax.Array]:
+            step_keys = jax.vmap(jax.random.fold_in)(keys, t + i)
+            obs, env_state, reward, done = jax.vmap(self._env_step)(
+                step_keys, inner.env_state, act(members, inner.obs)
+            )
+            alive = inner.alive & (t + i < self.max_steps)
+            reward = jnp.where(alive, reward, 0.0)
+            return Unrolled(obs, env_state, alive & ~done), reward
+
+        inner, rewards = jax.lax.scan(body, inner, jnp.arange(num_steps))
+        return inner, rewards.T
 
     def _run_stage(
         self, act: Any, slots: _Slots, t: jax.Array, computed: jax.Array, until: int
