@@ -7,6 +7,13 @@
 (ii) One ES generation on Breakout-MinAtar at population 1024, lrne low-rank
     (r=1) vs evosax 0.3 ``Open_ES`` + ``GymnaxProblem``, same network, fixed
     episode length, early exit off for both.
+(iii) One online-ES generation on CartPole-v1 (MLP 4→64→64→2), population 1024,
+    truncation W = 50, horizon T = 500: lrne NRES (512 antithetic particles,
+    rank-1 noise, step-unlocked) vs evosax 0.3 ``NoiseReuseES``, whose workers
+    step in lockstep; evosax has no truncated rollout, so its unroll is written
+    here the way a user would: carry the 1024 env states, reset them all when
+    evosax's inner step counter wraps, step W times with each member's dense
+    params, fitness = −(window reward).
 Same process, warm, medians of interleaved repetitions. Writes
 benchmarks/results/es_throughput.json.
 
@@ -16,12 +23,14 @@ benchmarks/results/es_throughput.json.
 from __future__ import annotations
 
 import argparse
+from typing import Any, NamedTuple
 
+import gymnax
 import jax
 import jax.numpy as jnp
 import optax
 from common import machine, median, time_interleaved, write
-from evosax.algorithms import Open_ES
+from evosax.algorithms import NoiseReuseES, Open_ES
 from evosax.problems import GymnaxProblem
 from ga_vs_evosax import EvosaxPolicy, evosax_generation
 
@@ -73,6 +82,69 @@ def generation_times(population: int, hidden: tuple[int, ...], steps: int, reps:
     return {name: median(t) for name, t in times.items()}, first
 
 
+class EvosaxUnroll(NamedTuple):
+    evo_state: Any
+    obs: jax.Array
+    env_state: Any
+    alive: jax.Array
+
+
+def evosax_nres_generation(population: int, hidden, window: int, horizon: int, key):
+    """A jitted evosax NoiseReuseES generation over one truncation window."""
+    env, env_params = gymnax.make("CartPole-v1")
+    policy = EvosaxPolicy(hidden, 2)
+    solution = policy.init(key, jnp.zeros(4), key)
+    evo = NoiseReuseES(population_size=population, solution=solution, optimizer=optax.sgd(0.01))
+    evo_params = evo.default_params.replace(T=horizon, K=window)
+    reset = jax.vmap(env.reset, (0, None))
+    obs, env_state = reset(jax.random.split(key, population), env_params)
+    state = EvosaxUnroll(
+        evo.init(key, solution, evo_params), obs, env_state, jnp.ones(population, bool)
+    )
+
+    @jax.jit
+    def step(state, key):
+        key_ask, key_reset, key_step, key_tell = jax.random.split(key, 4)
+        members, evo_state = evo.ask(key_ask, state.evo_state, evo_params)
+        start = state.evo_state.inner_step_counter == 0
+        fresh_obs, fresh_env = reset(jax.random.split(key_reset, population), env_params)
+        pick = lambda new, old: jax.tree.map(lambda a, b: jnp.where(start, a, b), new, old)
+        obs, env_state = pick((fresh_obs, fresh_env), (state.obs, state.env_state))
+        alive = state.alive | start
+
+        def body(carry, k):
+            obs, env_state, alive = carry
+            actions = jax.vmap(policy.apply, (0, 0, None))(members, obs, k)
+            obs, env_state, reward, done, _ = jax.vmap(env.step_env, (0, 0, 0, None))(
+                jax.random.split(k, population), env_state, actions, env_params
+            )
+            reward = jnp.where(alive, reward, 0.0)
+            return (obs, env_state, alive & ~done), reward
+
+        (obs, env_state, alive), rewards = jax.lax.scan(
+            body, (obs, env_state, alive), jax.random.split(key_step, window)
+        )
+        evo_state, _ = evo.tell(key_tell, members, -rewards.sum(0), evo_state, evo_params)
+        return EvosaxUnroll(evo_state, obs, env_state, alive)
+
+    return step, state
+
+
+def nres_generation_times(population: int, hidden, window: int, horizon: int, reps: int):
+    key = jax.random.key(0)
+    evosax_step, evosax_state = evosax_nres_generation(population, hidden, window, horizon, key)
+    task = lrne.tasks.Gymnax("CartPole-v1", lrne.nn.MLP(hidden, 2), max_steps=horizon)
+    strategy = lrne.nres(population // 2, 0.05, optax.sgd(0.01), window, horizon, noise_rank=1)
+    state = strategy.init(key, task.init_params(key), task)
+    generation = jax.jit(lrne.generation_step(strategy, task))
+    runs = {
+        "evosax_noise_reuse_es": (evosax_step, evosax_state),
+        "lrne_nres": (lambda s, k: generation(s, k)[0], state),
+    }
+    times, first = time_interleaved(runs, reps, key)
+    return {name: median(t) for name, t in times.items()}, first
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="toy size, for CI")
@@ -97,6 +169,13 @@ def main() -> None:
         lowrank, plain = throughput(env_id, hidden, population, steps, args.repetitions)
         result["lowrank_over_plain"][env_id] = plain / lowrank
         result["seconds_per_evaluation"][env_id] = {"lowrank_r1": lowrank, "plain": plain}
+    nres_population = population
+    nres_gens, nres_first = nres_generation_times(
+        nres_population, (64, 64), 50, 500, 10 * args.repetitions
+    )
+    result["speedup_vs_evosax_nres"] = nres_gens["evosax_noise_reuse_es"] / nres_gens["lrne_nres"]
+    result["nres_s_per_generation"] = nres_gens
+    result["nres_first_call_s"] = nres_first
     gens, first = generation_times(population, gen_hidden, gen_steps, args.repetitions)
     result["speedup_vs_evosax_open_es"] = gens["evosax_open_es"] / gens["lrne_lowrank_es"]
     result["s_per_generation"] = gens
@@ -114,6 +193,15 @@ def main() -> None:
             "episode_steps": gen_steps,
             "noise_rank": 1,
             "early_exit": False,
+        },
+        "nres": {
+            "env": "CartPole-v1",
+            "mlp": [4, 64, 64, 2],
+            "population_size": nres_population,
+            "truncation_length": 50,
+            "horizon": 500,
+            "lrne_noise_rank": 1,
+            "repetitions": 10 * args.repetitions,
         },
         "repetitions": args.repetitions,
         "quick": args.quick,
