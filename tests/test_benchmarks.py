@@ -25,11 +25,18 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
             },
         ),
         ("early_exit", {"speedup_compaction", "identical_fraction", "machine"}),
-        ("es_memory", {"lrne_es_bytes", "dense_bytes", "machine"}),
+        ("es_memory", {"lrne_es_bytes", "lrne_nres_bytes", "dense_bytes", "machine"}),
         (
             "es_throughput",
-            {"lowrank_over_plain", "speedup_vs_evosax_open_es", "machine"},
+            {
+                "lowrank_over_plain",
+                "speedup_vs_evosax_open_es",
+                "speedup_vs_evosax_nres",
+                "machine",
+            },
         ),
+        ("nres_lorenz", {"final_loss", "steps_to_threshold", "machine"}),
+        ("estimator_variance", {"variance", "nres_over_pes", "machine"}),
     ],
 )
 def test_quick_benchmark_writes_its_keys(script, keys):

@@ -26,6 +26,9 @@ def test_api_examples_run_as_written():
     assert namespace["history"]["best_fitness"].shape == (20,)
     exec(compile(blocks[1], "README.md", "exec"), namespace)  # ES, on the same task
     assert float(namespace["metrics"]["fitness_mean"]) >= 400.0
+    exec(compile(blocks[2], "README.md", "exec"), namespace)  # NRES on Lorenz
+    assert float(namespace["task"].loss(namespace["state"].mean)) < 150.0
+    assert namespace["history"]["update_norm"].shape == (200,)
 
 
 def test_quickstart_commands_are_the_ci_commands():
