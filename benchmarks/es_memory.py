@@ -76,7 +76,7 @@ def main() -> None:
     probe = ProbeUnroll(model, width)
     nres = lrne.nres(population // 2, 0.01, optax.sgd(0.01), 1, probe.horizon, noise_rank=1)
     noise = jax.jit(lambda k: nres.init(k, variables, probe).noise).lower(jax.random.key(0))
-    nres_state = nres.init(jax.random.key(0), variables, probe)
+    nres_state = jax.jit(lambda k: nres.init(k, variables, probe))(jax.random.key(0))
     nres_step = jax.jit(lrne.generation_step(nres, probe)).lower(nres_state, jax.random.key(0))
     result = {
         "lrne_es_bytes": members_bytes(lowrank, state),

@@ -152,18 +152,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         population, cartpole, breakout, gen_hidden = 64, ((16, 16), 50), ((32, 32), 50), (32, 32)
-        gen_steps = 50
+        gen_steps, (nres_hidden, window, horizon) = 50, ((16, 16), 10, 50)
     else:
-        population, cartpole, breakout, gen_hidden = (
-            1024,
-            ((64, 64), 500),
-            ((256, 256), 1000),
-            (
-                256,
-                256,
-            ),
-        )
-        gen_steps = 1000
+        population, cartpole, breakout = 1024, ((64, 64), 500), ((256, 256), 1000)
+        gen_hidden, gen_steps = (256, 256), 1000
+        nres_hidden, window, horizon = (64, 64), 50, 500
     result: dict = {"lowrank_over_plain": {}, "seconds_per_evaluation": {}}
     for env_id, (hidden, steps) in (("CartPole-v1", cartpole), ("Breakout-MinAtar", breakout)):
         lowrank, plain = throughput(env_id, hidden, population, steps, args.repetitions)
@@ -171,7 +164,7 @@ def main() -> None:
         result["seconds_per_evaluation"][env_id] = {"lowrank_r1": lowrank, "plain": plain}
     nres_population = population
     nres_gens, nres_first = nres_generation_times(
-        nres_population, (64, 64), 50, 500, 10 * args.repetitions
+        nres_population, nres_hidden, window, horizon, 10 * args.repetitions
     )
     result["speedup_vs_evosax_nres"] = nres_gens["evosax_noise_reuse_es"] / nres_gens["lrne_nres"]
     result["nres_s_per_generation"] = nres_gens
@@ -196,10 +189,10 @@ def main() -> None:
         },
         "nres": {
             "env": "CartPole-v1",
-            "mlp": [4, 64, 64, 2],
+            "mlp": [4, *nres_hidden, 2],
             "population_size": nres_population,
-            "truncation_length": 50,
-            "horizon": 500,
+            "truncation_length": window,
+            "horizon": horizon,
             "lrne_noise_rank": 1,
             "repetitions": 10 * args.repetitions,
         },

@@ -135,24 +135,32 @@ def methods(task, quick: bool):
     return out
 
 
-def run(task, init, step, mean, key, generations: int, every: int):
-    """Losses at every ``every`` generations and the cumulative seconds there."""
+def runner(task, init, step, mean, every: int):
+    """A compiled ``run(key, generations) -> (losses, seconds)`` for one method.
+
+    Losses at every ``every`` generations and the cumulative seconds there; the
+    chunk of ``every`` generations compiles once and serves every seed.
+    """
 
     @jax.jit
     def chunk(state, key):
         return jax.lax.scan(lambda s, k: (step(s, k), None), state, jax.random.split(key, every))[0]
 
     loss = jax.jit(lambda state: task.loss(mean(state)))
-    state = init(key)
-    jax.block_until_ready(chunk(state, key))  # compile
-    losses, seconds, elapsed = [float(loss(state))], [0.0], 0.0
-    for k in jax.random.split(key, generations // every):
-        tick = time.perf_counter()
-        state = jax.block_until_ready(chunk(state, k))
-        elapsed += time.perf_counter() - tick
-        losses.append(float(loss(state)))
-        seconds.append(elapsed)
-    return losses, seconds
+
+    def run(key, generations: int):
+        state = init(key)
+        jax.block_until_ready(chunk(state, key))  # compile (first seed only)
+        losses, seconds, elapsed = [float(loss(state))], [0.0], 0.0
+        for k in jax.random.split(key, generations // every):
+            tick = time.perf_counter()
+            state = jax.block_until_ready(chunk(state, k))
+            elapsed += time.perf_counter() - tick
+            losses.append(float(loss(state)))
+            seconds.append(elapsed)
+        return losses, seconds
+
+    return run
 
 
 def first_below(losses: list[float], xs: list[float], threshold: float) -> float | None:
@@ -208,10 +216,9 @@ def main() -> None:
     curves, final, to_threshold, time_to_threshold = {}, {}, {}, {}
     for name, (init, step, mean, per_update) in methods(task, args.quick).items():
         losses, seconds = [], []
+        run = runner(task, init, step, mean, args.every)
         for seed in range(args.seeds):
-            loss, secs = run(
-                task, init, step, mean, jax.random.key(seed), args.generations, args.every
-            )
+            loss, secs = run(jax.random.key(seed), args.generations)
             losses.append(loss)
             seconds.append(secs)
             print(f"{name} seed {seed}: final loss {loss[-1]:.2f} in {secs[-1]:.1f} s")
