@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
 
@@ -29,6 +31,16 @@ def test_api_examples_run_as_written():
     exec(compile(blocks[2], "README.md", "exec"), namespace)  # NRES on Lorenz
     assert float(namespace["task"].loss(namespace["state"].mean)) < 150.0
     assert namespace["history"]["update_norm"].shape == (200,)
+
+
+def test_evosax_example_runs_as_written():
+    blocks = re.findall(r"```python\n(.*?)```", README.split("## Use with evosax", 1)[1], re.S)
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    ns = namespace
+    start, _, _ = ns["problem"].eval(jax.random.key(0), ns["solution"][None], ns["problem_state"])
+    first = float(start[0])
+    assert float(namespace["metrics"]["best_fitness"]) < first
 
 
 def test_quickstart_commands_are_the_ci_commands():

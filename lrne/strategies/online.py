@@ -163,6 +163,110 @@ def _accumulate(acc: PyTree, noise: PyTree, slot: jax.Array, restart: jax.Array)
     return jax.tree.map(add, acc, noise, is_leaf=perturb.is_lowrank)
 
 
+class Schedule(NamedTuple):
+    """Static settings and pure bookkeeping of an online ES, shared by every front end.
+
+    :func:`online_es` drives it with a task; :mod:`lrne.integrations.evosax`
+    drives it from evosax's ``ask``/``tell``, where the user unrolls.
+    """
+
+    method: str
+    num_particles: int
+    sigma: float
+    window: int
+    horizon: int
+    noise_rank: int
+
+    @property
+    def burn_in(self) -> int:
+        """Steps whose estimates are discarded: until every shortened first episode ends."""
+        return self.horizon - self.window
+
+    @property
+    def num_windows(self) -> int:
+        return self.horizon // self.window
+
+    def offsets(self, key: jax.Array) -> jax.Array:
+        """Step-unlocked starting steps: random multiples of W in [0, T)."""
+        draws = jax.random.randint(key, (self.num_particles,), 0, self.num_windows)
+        return (self.window * draws).astype(jnp.int32)
+
+    def draw(self, key: jax.Array, params: PyTree) -> PyTree:
+        """Fresh noise for every particle (leading axis N), keyed by particle index."""
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(self.num_particles))
+        sample = lambda k: perturb.sample(k, params, self.sigma, self.noise_rank)
+        return jax.vmap(sample)(keys)
+
+    def empty_accumulated(self, noise: PyTree) -> PyTree:
+        return _slots(noise, self.num_windows) if self.method == "pes" else None
+
+    def next_window(
+        self, key: jax.Array, t: jax.Array, noise: PyTree, accumulated: PyTree, params: PyTree
+    ) -> tuple[jax.Array, jax.Array, PyTree, PyTree]:
+        """(restart, t, noise, accumulated) at the start of a window.
+
+        A particle whose episode ended (t = T) restarts at t = 0. NRES and FullES
+        draw new noise only then; PES and TES draw it every window, and PES adds
+        it to ξ (cleared on restart).
+        """
+        restart = t >= self.horizon
+        t = jnp.where(restart, 0, t)
+        fresh = self.draw(key, params)
+        noise = _where(restart, fresh, noise) if self.method in ("nres", "full") else fresh
+        if self.method == "pes":
+            accumulated = _accumulate(accumulated, noise, t // self.window, restart)
+        return restart, t, noise, accumulated
+
+    def gradient(
+        self,
+        steps: jax.Array,
+        noise: PyTree,
+        accumulated: PyTree,
+        positive: jax.Array,
+        negative: jax.Array,
+    ) -> tuple[PyTree, jax.Array, jax.Array]:
+        """(ĝ, n, number of non-finite particles) from window fitness sums F± (N,).
+
+        ``steps`` is the step count before the window; the burn-in mask covers
+        whole windows because T − W is a multiple of W.
+        """
+        masked_in = steps >= self.burn_in
+        diff = positive - negative
+        finite = jnp.isfinite(diff)
+        count = jnp.where(masked_in, jnp.sum(finite) * self.window, 0)
+        weights = jnp.where(finite & masked_in, diff, 0.0) / (
+            2 * self.sigma**2 * jnp.maximum(count, 1)
+        )
+        gradient = perturb.weighted_sum(weights, accumulated if self.method == "pes" else noise)
+        return gradient, count, jnp.sum(~finite)
+
+
+def check_online_settings(
+    method: str,
+    num_particles: int,
+    sigma: float,
+    optimizer: optax.GradientTransformation,
+    truncation_length: int,
+    horizon: int,
+    noise_rank: int,
+) -> Schedule:
+    """Validate the settings of an online ES (clear errors at construction)."""
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    check_int("num_particles", num_particles, 1)
+    check_int("truncation_length", truncation_length, 1)
+    check_int("horizon", horizon, 1)
+    check_int("noise_rank", noise_rank, 0)
+    check_positive("sigma", sigma)
+    if horizon % truncation_length:
+        raise ValueError(
+            f"truncation_length must divide horizon, got {truncation_length} and {horizon}"
+        )
+    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise ValueError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
+    return Schedule(method, num_particles, float(sigma), truncation_length, horizon, noise_rank)
+
+
 def online_es(
     method: str,
     num_particles: int,
@@ -183,21 +287,10 @@ def online_es(
         horizon: T, the episode length of the task (``task.horizon``).
         noise_rank: 0 for dense noise, r > 0 for rank-r noise on 2-D weights.
     """
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    check_int("num_particles", num_particles, 1)
-    check_int("truncation_length", truncation_length, 1)
-    check_int("horizon", horizon, 1)
-    check_int("noise_rank", noise_rank, 0)
-    check_positive("sigma", sigma)
-    if horizon % truncation_length:
-        raise ValueError(
-            f"truncation_length must divide horizon, got {truncation_length} and {horizon}"
-        )
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise ValueError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
-    window, num_windows = truncation_length, horizon // truncation_length
-    burn_in = horizon - window
+    schedule = check_online_settings(
+        method, num_particles, sigma, optimizer, truncation_length, horizon, noise_rank
+    )
+    window = truncation_length
     particles = jnp.arange(num_particles)
 
     def check_task(task: Unrollable) -> None:
@@ -206,10 +299,6 @@ def online_es(
                 f"task.horizon is {getattr(task, 'horizon', None)!r} but the strategy "
                 f"was built with horizon={horizon}"
             )
-
-    def draw(key: jax.Array, mean: PyTree) -> PyTree:
-        keys = jax.vmap(jax.random.fold_in, (None, 0))(key, particles)
-        return jax.vmap(lambda k: perturb.sample(k, mean["params"], sigma, noise_rank))(keys)
 
     def reset(task: Unrollable, key: jax.Array) -> PyTree:
         fresh = task.reset(jax.vmap(jax.random.fold_in, (None, 0))(key, particles))
@@ -221,16 +310,14 @@ def online_es(
             raise ValueError("params must be a flax variables dict with a 'params' collection")
         key_offset, key_noise, key_inner = jax.random.split(key, 3)
         params = jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), params)
-        offsets = window * jax.random.randint(key_offset, (num_particles,), 0, num_windows)
-        noise = draw(key_noise, params)
-        accumulated = _slots(noise, num_windows) if method == "pes" else None
+        noise = schedule.draw(key_noise, params["params"])
         return OnlineESState(
             mean=params,
             opt_state=optimizer.init(params["params"]),
             noise=noise,
-            accumulated=accumulated,
+            accumulated=schedule.empty_accumulated(noise),
             inner=reset(task, key_inner),
-            t=offsets.astype(jnp.int32),
+            t=schedule.offsets(key_offset),
             steps=jnp.array(0, jnp.int32),
             generation=jnp.array(0, jnp.int32),
         )
@@ -242,16 +329,11 @@ def online_es(
         key_noise, key_reset, key_unroll = jax.random.split(
             jax.random.fold_in(key, state.generation), 3
         )
-        restart = state.t >= horizon
-        t = jnp.where(restart, 0, state.t)
+        restart, t, noise, accumulated = schedule.next_window(
+            key_noise, state.t, state.noise, state.accumulated, state.mean["params"]
+        )
         paired = restart if method == "tes" else jnp.concatenate([restart, restart])
         inner = _where(paired, reset(task, key_reset), state.inner)
-
-        fresh = draw(key_noise, state.mean)
-        noise = _where(restart, fresh, state.noise) if method in ("nres", "full") else fresh
-        accumulated = state.accumulated
-        if method == "pes":
-            accumulated = _accumulate(accumulated, noise, t // window, restart)
 
         keys = jax.vmap(jax.random.fold_in, (None, 0))(key_unroll, particles)
         signed = [noise, perturb.negate(noise)]
@@ -268,14 +350,10 @@ def online_es(
             inner = jax.tree.map(lambda x: x[:num_particles], inner)
             fitness = fitness[num_particles:]
 
-        mask = (state.steps + jnp.arange(window)) >= burn_in
-        pos, neg = fitness[:num_particles], fitness[num_particles:]
-        diff = jnp.sum(jnp.where(mask, pos - neg, 0.0), axis=1)
-        finite = jnp.isfinite(diff)
-        count = jnp.sum(finite) * jnp.sum(mask)
-        weights = jnp.where(finite, diff, 0.0) / (2 * sigma**2 * jnp.maximum(count, 1))
-        gradient = perturb.weighted_sum(weights, accumulated if method == "pes" else noise)
-
+        sums = jnp.sum(fitness, axis=1)
+        gradient, count, nonfinite = schedule.gradient(
+            state.steps, noise, accumulated, sums[:num_particles], sums[num_particles:]
+        )
         state = state._replace(
             noise=noise,
             accumulated=accumulated,
@@ -288,7 +366,7 @@ def online_es(
             "fitness_mean": jnp.sum(jnp.where(all_finite, fitness, 0.0))
             / jnp.maximum(jnp.sum(all_finite), 1),
             "num_masked_in": count,
-            "num_nonfinite": jnp.sum(~finite),
+            "num_nonfinite": nonfinite,
             "episodes_started": jnp.sum(restart),
         }
         return state, gradient, metrics
@@ -298,19 +376,36 @@ def online_es(
     ) -> tuple[OnlineESState, Metrics]:
         state, gradient, metrics = estimate(task, state, key)
         params = state.mean["params"]
-        descent = jax.tree.map(jnp.negative, gradient)
-        updates, opt_state = optimizer.update(descent, state.opt_state, params)
-        # During burn-in nothing is masked in: leave θ and the optimizer alone.
-        use = metrics["num_masked_in"] > 0
-        keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(use, a, b), new, old)
+        updates, opt_state = masked_update(
+            optimizer, gradient, state.opt_state, params, metrics["num_masked_in"]
+        )
         state = state._replace(
-            mean={**state.mean, "params": keep(optax.apply_updates(params, updates), params)},
-            opt_state=keep(opt_state, state.opt_state),
+            mean={**state.mean, "params": optax.apply_updates(params, updates)},
+            opt_state=opt_state,
             generation=state.generation + 1,
         )
-        return state, {**metrics, "update_norm": jnp.where(use, optax.tree.norm(updates), 0.0)}
+        return state, {**metrics, "update_norm": optax.tree.norm(updates)}
 
     return OnlineStrategy(init, estimate, step)
+
+
+def masked_update(
+    optimizer: optax.GradientTransformation,
+    gradient: PyTree,
+    opt_state: optax.OptState,
+    params: PyTree,
+    count: jax.Array,
+) -> tuple[PyTree, optax.OptState]:
+    """Optimizer step on the ascent estimate ĝ; zero updates and the old state when n = 0.
+
+    During burn-in nothing is masked in: θ and the optimizer are left alone.
+    """
+    descent = jax.tree.map(jnp.negative, gradient)
+    updates, new_state = optimizer.update(descent, opt_state, params)
+    use = count > 0
+    updates = jax.tree.map(lambda u: jnp.where(use, u, jnp.zeros_like(u)), updates)
+    new_state = jax.tree.map(lambda a, b: jnp.where(use, a, b), new_state, opt_state)
+    return updates, new_state
 
 
 def nres(
