@@ -5,18 +5,21 @@ Neuroevolution* (arXiv 2504.03037).
 """
 
 from lrne import nn, perturb, strategies, tasks
+from lrne.ensemble import ensemble_predict
 from lrne.factors import count_params, factorize, genome_bytes, materialize
 from lrne.generation import fitness_stats, generation_step
 from lrne.perturb import Population
 from lrne.strategies import (
     ESState,
     GAState,
+    MetropolisState,
     OnlineESState,
     OnlineStrategy,
     Strategy,
     es,
     full_es,
     ga,
+    metropolis,
     nres,
     online_es,
     pes,
@@ -28,11 +31,13 @@ __version__ = "0.1.0"
 __all__ = [
     "ESState",
     "GAState",
+    "MetropolisState",
     "OnlineESState",
     "OnlineStrategy",
     "Population",
     "Strategy",
     "count_params",
+    "ensemble_predict",
     "es",
     "factorize",
     "fitness_stats",
@@ -41,6 +46,7 @@ __all__ = [
     "generation_step",
     "genome_bytes",
     "materialize",
+    "metropolis",
     "nn",
     "nres",
     "online_es",

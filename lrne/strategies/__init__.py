@@ -3,6 +3,7 @@
 from lrne.strategies.base import Strategy
 from lrne.strategies.es import ESState, es
 from lrne.strategies.ga import GAState, ga
+from lrne.strategies.metropolis import MetropolisState, metropolis
 from lrne.strategies.online import (
     OnlineESState,
     OnlineStrategy,
@@ -18,6 +19,7 @@ from lrne.strategies.shaping import centered_rank, z_score
 __all__ = [
     "ESState",
     "GAState",
+    "MetropolisState",
     "OnlineESState",
     "OnlineStrategy",
     "Strategy",
@@ -26,6 +28,7 @@ __all__ = [
     "es",
     "full_es",
     "ga",
+    "metropolis",
     "nres",
     "online_es",
     "pes",

@@ -28,6 +28,7 @@ from lrne.perturb import Population
 from lrne.strategies.base import Metrics, Strategy
 from lrne.strategies.checks import check_fitness, check_int, check_positive
 from lrne.strategies.shaping import centered_rank
+from lrne.strategies.subspace import check_subspace, subspace_mask
 
 PyTree = Any
 
@@ -40,6 +41,7 @@ class ESState(NamedTuple):
     best_params: PyTree
     best_fitness: jax.Array
     generation: jax.Array
+    mask_key: jax.Array | None = None  # static subspace masks only
 
 
 def es(
@@ -49,6 +51,8 @@ def es(
     noise_rank: int = 0,
     antithetic: bool = True,
     fitness_shaping: Callable[[jax.Array], jax.Array] = centered_rank,
+    density: float = 1.0,
+    mask: str = "dynamic",
 ) -> Strategy:
     """OpenAI-ES over the ``params`` collection of a flax variables dict.
 
@@ -60,6 +64,12 @@ def es(
             noise on each 2-D weight (dense noise on other leaves).
         antithetic: evaluate each perturbation with both signs.
         fitness_shaping: fitness (P,) -> weights (P,); default centered ranks.
+        density: fraction of parameter entries each perturbation touches, in
+            (0, 1]; below 1, subspace noise (:mod:`lrne.strategies.subspace`),
+            which needs dense noise (``noise_rank=0``). The estimate is divided
+            by ``density`` so it stays unbiased.
+        mask: ``"dynamic"`` (fresh subspace every generation) or ``"static"``
+            (draw j keeps one subspace for the whole run).
 
     Returns:
         A :class:`~lrne.strategies.base.Strategy` with :class:`ESState`.
@@ -71,12 +81,19 @@ def es(
             f"population_size must be even with antithetic=True, got {population_size}"
         )
     check_positive("sigma", sigma)
+    check_subspace(density, mask)
+    if density < 1 and noise_rank > 0:
+        raise ValueError(
+            f"density < 1 needs dense noise: noise_rank must be 0, got {noise_rank} "
+            "(a subset of entries of a low-rank δ is not low rank)"
+        )
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise ValueError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
     num_draws = population_size // 2 if antithetic else population_size
 
+    static = density < 1 and mask == "static"
+
     def init(key: jax.Array, params: PyTree) -> ESState:
-        del key
         if "params" not in params:
             raise ValueError("params must be a flax variables dict with a 'params' collection")
         params = jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), params)
@@ -86,6 +103,7 @@ def es(
             best_params=params,
             best_fitness=jnp.array(-jnp.inf, jnp.float32),
             generation=jnp.array(0, jnp.int32),
+            mask_key=key if static else None,
         )
 
     def ask(key: jax.Array, state: ESState) -> tuple[Population, ESState]:
@@ -93,6 +111,11 @@ def es(
         keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_draws))
         draw = lambda k: perturb.sample(k, state.mean["params"], sigma, noise_rank)
         delta = jax.vmap(draw)(keys)
+        if density < 1:
+            base = state.mask_key if static else jax.random.fold_in(key, num_draws)
+            mask_keys = jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.arange(num_draws))
+            masks = jax.vmap(lambda k: subspace_mask(k, state.mean["params"], density))(mask_keys)
+            delta = jax.tree.map(lambda d, m: jnp.where(m, d, 0.0), delta, masks)
         if antithetic:
             delta = jax.tree.map(
                 lambda pos, neg: jnp.concatenate([pos, neg]), delta, perturb.negate(delta)
@@ -112,7 +135,7 @@ def es(
             draws = jax.tree.map(lambda x: x[:num_draws], delta)
         else:
             draws = delta
-        scale = 1.0 / (population_size * sigma**2)
+        scale = 1.0 / (population_size * sigma**2 * density)
         ascent = jax.tree.map(lambda g: scale * g, perturb.weighted_sum(weights, draws))
         descent = jax.tree.map(jnp.negative, ascent)
         mean_params = state.mean["params"]
@@ -133,6 +156,7 @@ def es(
             best_params=best_params,
             best_fitness=jnp.maximum(state.best_fitness, ranked[best]),
             generation=state.generation + 1,
+            mask_key=state.mask_key,
         )
         return state, {
             "num_nonfinite": jnp.sum(~jnp.isfinite(fitness)),

@@ -24,12 +24,18 @@ import jax.numpy as jnp
 from lrne.strategies.base import Metrics, Strategy
 from lrne.strategies.checks import check_fitness, check_int, check_positive
 from lrne.strategies.mutation import factor_mask, frozen_mask, init_std
+from lrne.strategies.subspace import check_subspace, lineage_ids, subspace_mask
 
 PyTree = Any
 
 
 class GAState(NamedTuple):
-    """GA state. Leaves of ``elites`` carry a leading axis of size num_elites."""
+    """GA state. Leaves of ``elites`` carry a leading axis of size num_elites.
+
+    With static subspace masks, ``lineage`` (num_elites,) and
+    ``population_lineage`` (population_size,) hold lineage ids (−1: a root,
+    unmutated) and ``mask_key`` the key masks are derived from; otherwise None.
+    """
 
     elites: PyTree
     elite_fitness: jax.Array
@@ -37,6 +43,9 @@ class GAState(NamedTuple):
     best_params: PyTree
     best_fitness: jax.Array
     generation: jax.Array
+    lineage: jax.Array | None = None
+    population_lineage: jax.Array | None = None
+    mask_key: jax.Array | None = None
 
 
 def ga(
@@ -44,6 +53,8 @@ def ga(
     num_elites: int,
     sigma: float,
     freeze: Sequence[str] = (),
+    density: float = 1.0,
+    mask: str = "dynamic",
 ) -> Strategy:
     """Truncation GA with elitism.
 
@@ -53,6 +64,10 @@ def ga(
         sigma: mutation strength relative to each tensor's init std, > 0.
         freeze: regexes; leaves whose path (e.g. ``'params/LayerNorm_0/scale'``)
             matches one are never mutated (Garbus & Pollack freeze LayerNorm).
+        density: fraction of parameter entries a child mutates, in (0, 1];
+            below 1, subspace mutations (:mod:`lrne.strategies.subspace`).
+        mask: ``"dynamic"`` (fresh subspace every generation) or ``"static"``
+            (a child keeps its lineage's subspace).
 
     Returns:
         A :class:`~lrne.strategies.base.Strategy` with :class:`GAState`.
@@ -64,11 +79,12 @@ def ga(
             f"num_elites must be < population_size ({population_size}), got {num_elites}"
         )
     check_positive("sigma", sigma)
+    check_subspace(density, mask)
     freeze = tuple(freeze)
     num_children = population_size - num_elites
+    static = density < 1 and mask == "static"
 
     def init(key: jax.Array, params: PyTree) -> GAState:
-        del key
         # Explicit dtypes: weak-typed inputs would retrace the step after one generation.
         params = jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), params)
         elites = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_elites, *x.shape)), params)
@@ -79,7 +95,24 @@ def ga(
             best_params=params,
             best_fitness=jnp.array(-jnp.inf, jnp.float32),
             generation=jnp.array(0, jnp.int32),
+            lineage=jnp.full((num_elites,), -1, jnp.int32) if static else None,
+            population_lineage=jnp.full((population_size,), -1, jnp.int32) if static else None,
+            mask_key=key if static else None,
         )
+
+    def masks(key: jax.Array, state: GAState, parents: jax.Array) -> tuple[list, GAState]:
+        """Per-leaf subspace masks of the children (leading axis num_children)."""
+        template = jax.tree.map(lambda x: x[0], state.elites)
+        if static:
+            lineage = lineage_ids(
+                state.lineage[parents], state.generation, population_size, num_elites
+            )
+            keys = jax.vmap(jax.random.fold_in, (None, 0))(state.mask_key, lineage)
+            state = state._replace(population_lineage=jnp.concatenate([state.lineage, lineage]))
+        else:
+            keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_children))
+        drawn = jax.vmap(lambda k: subspace_mask(k, template, density))(keys)
+        return jax.tree.leaves(drawn), state
 
     def ask(key: jax.Array, state: GAState) -> tuple[PyTree, GAState]:
         key_parent, key_noise = jax.random.split(key)
@@ -88,19 +121,26 @@ def ga(
         factor = factor_mask(state.mutation_std)
         leaves, treedef = jax.tree.flatten(state.elites)
         keys = jax.random.split(key_noise, len(leaves))
+        subspaces = [None] * len(leaves)
+        if density < 1:
+            subspaces, state = masks(jax.random.fold_in(key, 1), state, parents)
         children = []
-        for leaf, k, std, is_frozen, is_factor in zip(
+        for leaf, k, std, is_frozen, is_factor, subspace in zip(
             leaves,
             keys,
             jax.tree.leaves(state.mutation_std),
             jax.tree.leaves(frozen),
             jax.tree.leaves(factor),
+            subspaces,
             strict=True,
         ):
             child = leaf[parents]
             if not is_frozen:
                 scale = (math.sqrt(sigma) if is_factor else sigma) * std
-                child = child + scale * jax.random.normal(k, child.shape, child.dtype)
+                noise = scale * jax.random.normal(k, child.shape, child.dtype)
+                if subspace is not None:
+                    noise = jnp.where(subspace, noise, 0.0)
+                child = child + noise
             children.append(jnp.concatenate([leaf, child]))
         return jax.tree.unflatten(treedef, children), state
 
@@ -125,6 +165,9 @@ def ga(
             best_params=best_params,
             best_fitness=jnp.maximum(state.best_fitness, ranked[best]),
             generation=state.generation + 1,
+            lineage=None if state.lineage is None else state.population_lineage[top],
+            population_lineage=state.population_lineage,
+            mask_key=state.mask_key,
         )
         elites_finite = jnp.isfinite(state.elite_fitness)
         elite_mean = jnp.sum(jnp.where(elites_finite, state.elite_fitness, 0.0)) / jnp.maximum(

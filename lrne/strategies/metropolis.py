@@ -1,0 +1,123 @@
+"""Metropolis-conditioned neuroevolution: independent chains of accept/reject mutations.
+
+Whitelam, Selin, Park, Tamblyn 2021, *Correspondence between neuroevolution
+and gradient descent* (Nat. Commun. 12, 6317; arXiv 2008.06643). Each chain
+proposes θ' = θ + ε with ε ~ N(0, σ²) on every parameter and accepts with
+probability min(1, exp(−β·ΔU)), ΔU = U(θ') − U(θ). For small σ the mean step
+is −(β·σ²/2)·∇U (gradient descent at learning rate βσ²/2, plus Gaussian noise
+of variance σ² per coordinate); at β = ∞ (accept iff U does not increase) it is
+−(σ/√(2π))·∇U/|∇U|, normalized gradient descent, with variance σ²/2.
+
+lrne maximizes fitness, so U = −fitness: a proposal is accepted with
+probability min(1, exp(β·(f' − f))).
+
+The population is the chains' proposals (a params pytree with a leading chain
+axis). The first generation proposes nothing: it scores the starting points,
+so every later step is an exact Metropolis step from a known U(θ).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from lrne.strategies.base import Metrics, Strategy
+from lrne.strategies.checks import check_fitness, check_int, check_positive
+
+PyTree = Any
+
+
+class MetropolisState(NamedTuple):
+    """Chains' current params (leading chain axis) and their fitness (−U)."""
+
+    params: PyTree
+    fitness: jax.Array
+    best_params: PyTree
+    best_fitness: jax.Array
+    generation: jax.Array
+
+
+def metropolis(num_chains: int, sigma: float, beta: float) -> Strategy:
+    """Conditioned stochastic mutation for ``num_chains`` independent chains.
+
+    Args:
+        num_chains: chains evolved side by side (the population size).
+        sigma: std of the Gaussian mutation of every parameter, > 0.
+        beta: inverse temperature, > 0; ``math.inf`` accepts a proposal iff
+            the loss does not increase.
+
+    Returns:
+        A :class:`~lrne.strategies.base.Strategy`; ``init(key, params)`` takes
+        one member's params (every chain starts there) or, with
+        ``init(key, params, stacked=True)``, params with a leading chain axis.
+        Metrics: ``acceptance_rate``.
+    """
+    check_int("num_chains", num_chains, 1)
+    check_positive("sigma", sigma)
+    if not isinstance(beta, int | float) or math.isnan(beta) or beta <= 0:
+        raise ValueError(f"beta must be a number > 0 (math.inf allowed), got {beta!r}")
+
+    def init(key: jax.Array, params: PyTree, stacked: bool = False) -> MetropolisState:
+        del key
+        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), params)
+        if not stacked:
+            params = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_chains, *x.shape)), params)
+        first = jax.tree.leaves(params)[0].shape[0]
+        if first != num_chains:
+            raise ValueError(f"params: leading chain axis {first} != num_chains {num_chains}")
+        best = jax.tree.map(lambda x: x[0], params)
+        return MetropolisState(
+            params=params,
+            fitness=jnp.full((num_chains,), jnp.nan, jnp.float32),
+            best_params=best,
+            best_fitness=jnp.array(-jnp.inf, jnp.float32),
+            generation=jnp.array(0, jnp.int32),
+        )
+
+    def ask(key: jax.Array, state: MetropolisState) -> tuple[PyTree, MetropolisState]:
+        scored = state.generation > 0
+        leaves, treedef = jax.tree.flatten(state.params)
+        keys = jax.random.split(key, len(leaves))
+        proposals = [
+            x + jnp.where(scored, sigma, 0.0) * jax.random.normal(k, x.shape, x.dtype)
+            for x, k in zip(leaves, keys, strict=True)
+        ]
+        return jax.tree.unflatten(treedef, proposals), state
+
+    def tell(
+        key: jax.Array, state: MetropolisState, population: PyTree, fitness: jax.Array
+    ) -> tuple[MetropolisState, Metrics]:
+        check_fitness(fitness, num_chains)
+        fitness = jnp.where(jnp.isnan(fitness), -jnp.inf, fitness)
+        gain = fitness - state.fitness  # = −ΔU
+        if math.isinf(beta):
+            accept = gain >= 0
+        else:
+            uniform = jax.random.uniform(key, (num_chains,))
+            accept = jnp.log(uniform) < beta * gain
+        # The first generation only scores the starting points.
+        accept = jnp.where(state.generation > 0, accept, True)
+        params = jax.tree.map(
+            lambda new, old: jnp.where(accept.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+            population,
+            state.params,
+        )
+        fitness = jnp.where(accept, fitness, state.fitness)
+        best = jnp.argmax(fitness)
+        improved = fitness[best] > state.best_fitness
+        best_params = jax.tree.map(
+            lambda p, old: jnp.where(improved, p[best], old), params, state.best_params
+        )
+        state = MetropolisState(
+            params=params,
+            fitness=fitness,
+            best_params=best_params,
+            best_fitness=jnp.maximum(state.best_fitness, fitness[best]),
+            generation=state.generation + 1,
+        )
+        return state, {"acceptance_rate": jnp.mean(accept.astype(jnp.float32))}
+
+    return Strategy(init, ask, tell)

@@ -1,0 +1,82 @@
+"""Score a population of classifiers on a fixed labelled batch, with a top-k ensemble metric."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from lrne.ensemble import ensemble_predict, member_outputs
+
+PyTree = Any
+OBJECTIVES = ("accuracy", "log_likelihood")
+
+
+class Classification:
+    """Fitness of each member on (inputs, labels); higher is better.
+
+    Args:
+        model: flax module mapping one input to logits (applied with vmap).
+        inputs, labels: the selection split (labels: int class ids).
+        eval_inputs, eval_labels: a held-out split for the metrics; default the
+            selection split.
+        objective: ``"accuracy"`` or ``"log_likelihood"`` (mean log p(label)).
+        ensemble_size: k of the ``ensemble_accuracy`` metric (the top-k members
+            by fitness, softmax outputs averaged).
+
+    Metrics: ``best_eval_accuracy`` (the fittest member on the eval split) and
+    ``ensemble_accuracy``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        inputs: jax.Array,
+        labels: jax.Array,
+        eval_inputs: jax.Array | None = None,
+        eval_labels: jax.Array | None = None,
+        objective: str = "accuracy",
+        ensemble_size: int = 5,
+    ) -> None:
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+        if len(inputs) != len(labels):
+            raise ValueError(f"inputs and labels differ in length: {len(inputs)} vs {len(labels)}")
+        if (eval_inputs is None) != (eval_labels is None):
+            raise ValueError("give both eval_inputs and eval_labels, or neither")
+        if not isinstance(ensemble_size, int) or ensemble_size < 1:
+            raise ValueError(f"ensemble_size must be an int >= 1, got {ensemble_size!r}")
+        self.model = model
+        self.inputs, self.labels = jnp.asarray(inputs), jnp.asarray(labels)
+        self.eval_inputs = self.inputs if eval_inputs is None else jnp.asarray(eval_inputs)
+        self.eval_labels = self.labels if eval_labels is None else jnp.asarray(eval_labels)
+        self.objective = objective
+        self.ensemble_size = ensemble_size
+
+    def init_params(self, key: jax.Array) -> PyTree:
+        return self.model.init(key, self.inputs[0])
+
+    def apply(self, variables: PyTree, inputs: jax.Array) -> jax.Array:
+        """Logits (batch, classes) of one member."""
+        return jax.vmap(lambda x: self.model.apply(variables, x))(inputs)
+
+    def score(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
+        """Fitness of logits (..., batch, classes) against labels (batch,)."""
+        if self.objective == "accuracy":
+            return jnp.mean(jnp.argmax(logits, -1) == labels, axis=-1)
+        log_p = jax.nn.log_softmax(logits, -1)
+        return jnp.mean(jnp.take_along_axis(log_p, labels[..., None], -1)[..., 0], axis=-1)
+
+    def evaluate(self, key: jax.Array, population: PyTree) -> tuple[jax.Array, dict]:
+        del key
+        fitness = self.score(member_outputs(self.apply, population, self.inputs), self.labels)
+        k = min(self.ensemble_size, fitness.shape[0])
+        probs = ensemble_predict(self.apply, population, fitness, self.eval_inputs, k)
+        best = jnp.argmax(jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf))
+        eval_logits = member_outputs(self.apply, population, self.eval_inputs)
+        return fitness, {
+            "best_eval_accuracy": jnp.mean(jnp.argmax(eval_logits[best], -1) == self.eval_labels),
+            "ensemble_accuracy": jnp.mean(jnp.argmax(probs, -1) == self.eval_labels),
+        }
