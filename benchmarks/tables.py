@@ -125,6 +125,93 @@ def _es_lines(es: dict) -> list[str]:
         "(including the probe forward's activations).",
         "",
         *_online_lines(_load("nres_lorenz"), _load("estimator_variance")),
+        "",
+        *_subspace_lines(_load("subspace_finetune")),
+        "",
+        *_correspondence_lines(_load("correspondence")),
+    ]
+    return lines
+
+
+def _fmt(cell: dict) -> str:
+    return f"{cell['mean']:.3f} ± {cell['ci95']:.3f}"
+
+
+def _subspace_lines(sub: dict) -> list[str]:
+    setup = sub["setup"]
+    sigmas = setup["sigmas"]
+    lines = [
+        "**Subspace fine-tuning** (`benchmarks/subspace_finetune.py`, plot "
+        "`benchmarks/results/subspace_finetune.png`): digits 8×8, MLP "
+        f"{'→'.join(map(str, setup['mlp']))} pretrained with Adam to test accuracy "
+        f"**{sub['pretrained_test_accuracy']:.3f}**; {setup['children']} children, selection "
+        f"on validation log-likelihood, top-{setup['ensemble_k']} ensemble, "
+        f"{setup['seeds']} seeds (mean ± 95% CI of test accuracy). One generation:",
+        "",
+        "| density | " + " | ".join(f"σ = {s:g}" for s in sigmas) + " |",
+        "| --- | " + " | ".join("---:" for _ in sigmas) + " |",
+    ]
+    for name, rows in sub["one_generation"].items():
+        cells = [f"{_fmt(r['best_child'])} / {_fmt(r['ensemble'])}" for r in rows]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "(each cell: best child / ensemble). After "
+        f"{setup['generations']} generations (GA, {setup['elites_multi_generation']} elites):",
+        "",
+        "| density, mask | " + " | ".join(f"σ = {s:g}" for s in sigmas) + " |",
+        "| --- | " + " | ".join("---:" for _ in sigmas) + " |",
+    ]
+    for name, rows in sub["generations"].items():
+        label = name if "static" in name else f"{name} dynamic"
+        cells = [f"{_fmt(r['best_child'])} / {_fmt(r['ensemble'])}" for r in rows]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", f"Machine: {sub['machine']}."]
+    return lines
+
+
+def _correspondence_lines(cor: dict) -> list[str]:
+    lines = [
+        "**Neuroevolution ↔ gradient descent** (`benchmarks/correspondence.py`, plot "
+        "`benchmarks/results/correspondence.png`). One step from θ₀, "
+        f"{cor['setup']['one_step_samples']:,} chains: relative error of the mean step "
+        "against the prediction (noise floor: expected relative sampling error), and the "
+        "mean second moment over its prediction (σ² at finite β, σ²/2 at β = ∞):",
+        "",
+        "| problem | σ | β | a = βσ\\|∇U\\| | mean step rel. error | noise floor | "
+        "second moment / predicted |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for problem, rows in cor["one_step"].items():
+        for r in rows:
+            beta = r["beta"] if r["beta"] == "inf" else f"{r['beta']:.3g}"
+            a = "" if r["a"] is None else f"{r['a']:.3f}"
+            lines.append(
+                f"| {problem} | {r['sigma']:g} | {beta} | {a} | {r['mean_relative_error']:.3f} "
+                f"| {r['noise_floor_relative']:.3f} | {r['second_moment_over_predicted']:.3f} |"
+            )
+    lines += [
+        "",
+        f"Trajectories ({cor['setup']['chains']} chains, sin(2πx) on "
+        f"{cor['setup']['regression_points']} points, 30 tanh units, "
+        f"{cor['setup']['gd_steps']} units of GD time): Δ = |mean θ_NE − θ_GD|.",
+        "",
+        "| setting | σ | NE steps | mean Δ(t) | max Δ(t) | final loss: GD / chains' mean |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for mode, runs in cor["trajectories"].items():
+        for r in runs:
+            lines.append(
+                f"| {mode} | {r['sigma']:.3g} | {r['ne_steps']:,} | {r['delta_mean']:.4f} | "
+                f"{r['delta_max']:.4f} | {r['gd_loss'][-1]:.4f} / "
+                f"{r['chains_mean_loss'][-1]:.4f} |"
+            )
+    decreasing = cor["delta_decreases_with_sigma"]
+    lines += [
+        "",
+        "Δ falls as σ falls: "
+        + ", ".join(f"{mode}: {'yes' if ok else 'no'}" for mode, ok in decreasing.items())
+        + f". Machine: {cor['machine']}.",
     ]
     return lines
 

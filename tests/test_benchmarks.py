@@ -37,6 +37,11 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
         ),
         ("nres_lorenz", {"final_loss", "steps_to_threshold", "machine"}),
         ("estimator_variance", {"variance", "nres_over_pes", "machine"}),
+        ("correspondence", {"one_step", "trajectories", "delta_decreases_with_sigma", "machine"}),
+        (
+            "subspace_finetune",
+            {"pretrained_test_accuracy", "one_generation", "generations", "machine"},
+        ),
     ],
 )
 def test_quick_benchmark_writes_its_keys(script, keys):

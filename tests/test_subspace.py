@@ -169,3 +169,16 @@ def test_classification_task_scores_accuracy_and_the_ensemble(key):
     assert 0.0 <= float(metrics["ensemble_accuracy"]) <= 1.0
     best = int(np.argmax(fitness))
     assert float(metrics["best_eval_accuracy"]) == pytest.approx(float(fitness[best]))
+
+
+def test_log_likelihood_objective_matches_optax(key):
+    model = MLP((8,), 3)
+    x = jax.random.normal(key, (20, 4))
+    labels = jnp.argmax(x[:, :3], axis=1)
+    task = lrne.tasks.Classification(model, x, labels, objective="log_likelihood")
+    population = jax.vmap(lambda k: model.init(k, x[0]))(jax.random.split(key, 4))
+    fitness, _ = task.evaluate(key, population)
+    for i in range(4):
+        member = jax.tree.map(lambda p, i=i: p[i], population)
+        ce = optax.softmax_cross_entropy_with_integer_labels(task.apply(member, x), labels)
+        assert float(fitness[i]) == pytest.approx(-float(ce.mean()), rel=1e-5)

@@ -67,7 +67,7 @@ class Classification:
         if self.objective == "accuracy":
             return jnp.mean(jnp.argmax(logits, -1) == labels, axis=-1)
         log_p = jax.nn.log_softmax(logits, -1)
-        return jnp.mean(jnp.take_along_axis(log_p, labels[..., None], -1)[..., 0], axis=-1)
+        return jnp.mean(jnp.sum(log_p * jax.nn.one_hot(labels, logits.shape[-1]), -1), axis=-1)
 
     def evaluate(self, key: jax.Array, population: PyTree) -> tuple[jax.Array, dict]:
         del key
