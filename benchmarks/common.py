@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -68,3 +69,16 @@ def write(name: str, result: dict[str, Any]) -> Path:
     path.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return path
+
+
+# Two-sided 95% Student-t quantiles by degrees of freedom.
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def mean_ci95(values: list[float]) -> dict[str, float]:
+    """Mean and half-width of the 95% confidence interval (Student t)."""
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return {"mean": mean, "ci95": math.nan}
+    quantile = T975.get(len(values) - 1, 1.96)
+    return {"mean": mean, "ci95": quantile * statistics.stdev(values) / math.sqrt(len(values))}

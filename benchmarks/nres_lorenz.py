@@ -21,7 +21,6 @@ benchmarks/results/nres_lorenz.json and nres_lorenz.png.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import time
 from pathlib import Path
@@ -30,21 +29,9 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 import optax
-from common import RESULTS, machine, write
+from common import RESULTS, machine, mean_ci95, write
 
 import lrne
-
-# Two-sided 95% Student-t quantiles by degrees of freedom.
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
-def mean_ci95(values: list[float]) -> dict[str, float]:
-    """Mean and half-width of the 95% confidence interval (Student t)."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return {"mean": mean, "ci95": math.nan}
-    quantile = T975.get(len(values) - 1, 1.96)
-    return {"mean": mean, "ci95": quantile * statistics.stdev(values) / math.sqrt(len(values))}
 
 
 class TBPTTState(NamedTuple):

@@ -28,8 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from common import RESULTS, machine, write
-from nres_lorenz import mean_ci95
+from common import RESULTS, machine, mean_ci95, write
 from sklearn.datasets import load_digits
 
 import lrne
