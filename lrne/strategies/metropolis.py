@@ -91,7 +91,8 @@ def metropolis(num_chains: int, sigma: float, beta: float) -> Strategy:
         key: jax.Array, state: MetropolisState, population: PyTree, fitness: jax.Array
     ) -> tuple[MetropolisState, Metrics]:
         check_fitness(fitness, num_chains)
-        fitness = jnp.where(jnp.isnan(fitness), -jnp.inf, fitness)
+        # NaN and ±inf rank last: such a proposal is never accepted.
+        fitness = jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)
         gain = fitness - state.fitness  # = −ΔU
         if math.isinf(beta):
             accept = gain >= 0

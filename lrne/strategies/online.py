@@ -258,6 +258,10 @@ def check_online_settings(
     check_int("horizon", horizon, 1)
     check_int("noise_rank", noise_rank, 0)
     check_positive("sigma", sigma)
+    if truncation_length > horizon:
+        raise ValueError(
+            f"truncation_length must be <= horizon ({horizon}), got {truncation_length}"
+        )
     if horizon % truncation_length:
         raise ValueError(
             f"truncation_length must divide horizon, got {truncation_length} and {horizon}"
