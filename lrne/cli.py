@@ -111,12 +111,55 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--output", type=Path, default=Path("runs/train"), help="run directory to write"
     )
+    train.add_argument(
+        "--checkpoint-every",
+        type=_nonnegative_int,
+        default=10,
+        help="save the full run state every N generations (orbax, atomic); 0 = only at the end",
+    )
+    train.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="continue the run in DIR from its latest good checkpoint (other options are "
+        "taken from DIR/config.json)",
+    )
     return parser
+
+
+CONFIG_KEYS = (
+    "env",
+    "population_size",
+    "num_elites",
+    "sigma",
+    "rank",
+    "hidden",
+    "generations",
+    "num_episodes",
+    "seed",
+    "checkpoint_every",
+)
+
+
+def _load_resume_config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Replace the run options by those stored in ``--resume DIR``."""
+    path = args.resume / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        parser.error(f"argument --resume: cannot read {str(path)!r}: {error}")
+    for name in CONFIG_KEYS:
+        value = config[name]
+        setattr(args, name, tuple(value) if name == "hidden" else value)
+    args.output = args.resume
 
 
 def _check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     import gymnax
 
+    if args.resume is not None:
+        _load_resume_config(parser, args)
     if args.env not in gymnax.registered_envs:
         parser.error(
             f"argument --env: unknown gymnax environment {args.env!r} "
@@ -161,6 +204,49 @@ def _plot(history: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _restore(directory: Path, template: Any) -> tuple[int, Any]:
+    """The latest checkpoint that restores cleanly: (next generation, state).
+
+    A truncated or corrupted checkpoint is reported and moved aside to
+    ``directory/unreadable-<step>`` (kept, never deleted) so the run can write
+    that step again.
+    """
+    import jax
+    import orbax.checkpoint as ocp
+
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+    with ocp.CheckpointManager(directory) as manager:
+        steps = sorted(manager.all_steps(), reverse=True)
+        for step in steps:
+            try:
+                state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
+            except Exception as error:  # orbax raises several types for damaged files
+                print(
+                    f"checkpoint {step} is unreadable ({type(error).__name__}); "
+                    f"moved to unreadable-{step}, trying an older one"
+                )
+                (directory / str(step)).rename(directory / f"unreadable-{step}")
+                continue
+            print(f"resuming from generation {step}")
+            return step, state
+    print("no readable checkpoint: starting from generation 0")
+    return 0, template
+
+
+def _read_history(path: Path, until: int) -> list[dict[str, Any]]:
+    """Metrics rows of generations before ``until`` (a killed run may have written more)."""
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:  # a line cut by the kill
+                continue
+            if row.get("generation", until) < until:
+                rows.append(row)
+    return rows
+
+
 def train(args: argparse.Namespace) -> dict[str, Any]:
     """Run ``lrne train``; returns the summary it writes."""
     import jax
@@ -177,8 +263,18 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     params = task.init_params(key_params)
     state = strategy.init(key_init, params)
     step = jax.jit(lrne.generation_step(strategy, task))
+    keys = jax.random.split(key_run, args.generations)  # generation g always uses keys[g]
 
+    # The run state is the strategy state plus the next generation's index: keys
+    # and the task are functions of the seed, so a resumed run repeats exactly.
     history: list[dict[str, Any]] = []
+    first = 0
+    if args.resume is not None:
+        first, state = _restore(output / "run_state", state)
+        history = _read_history(output / "metrics.jsonl", first)
+    else:
+        config = {name: getattr(args, name) for name in CONFIG_KEYS}
+        (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     start = time.perf_counter()
     columns = (
         TextColumn("[bold]gen"),
@@ -187,12 +283,18 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(),
     )
+    manager = ocp.CheckpointManager(
+        output / "run_state", options=ocp.CheckpointManagerOptions(max_to_keep=3)
+    )
+    # Rewrite the log up to the restored generation: rows past it are recomputed.
+    (output / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
     with (
         Progress(*columns, transient=False) as progress,
-        (output / "metrics.jsonl").open("w") as log,
+        (output / "metrics.jsonl").open("a") as log,
     ):
-        bar = progress.add_task("train", total=args.generations, info="compiling…")
-        for generation, key in enumerate(jax.random.split(key_run, args.generations)):
+        bar = progress.add_task("train", total=args.generations, completed=first, info="compiling…")
+        for generation in range(first, args.generations):
+            key = keys[generation]
             tick = time.perf_counter()
             state, metrics = step(state, key)
             row = {k: v.item() for k, v in jax.device_get(metrics).items()}
@@ -206,6 +308,13 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
                 f"{row['env_steps'] / elapsed:,.0f} env steps/s"
             )
             progress.update(bar, advance=1, info=info)
+            done = generation + 1
+            if done == args.generations or (
+                args.checkpoint_every and done % args.checkpoint_every == 0
+            ):
+                manager.save(done, args=ocp.args.StandardSave(state))
+    manager.wait_until_finished()
+    manager.close()
 
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(output / "checkpoint", state.best_params, force=True)
