@@ -71,6 +71,13 @@ def negate(perturbation: PyTree) -> PyTree:
     return jax.tree.map(flip, perturbation, is_leaf=is_lowrank)
 
 
+def antithetic(perturbations: PyTree) -> PyTree:
+    """[δ; −δ] along the member axis: the antithetic population of N draws (2N members)."""
+    return jax.tree.map(
+        lambda pos, neg: jnp.concatenate([pos, neg]), perturbations, negate(perturbations)
+    )
+
+
 def weighted_sum(weights: jax.Array, perturbations: PyTree) -> PyTree:
     """Σ_i weights_i · δ_i over a population of perturbations (leading axis P).
 

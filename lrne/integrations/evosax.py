@@ -350,10 +350,7 @@ class LowRankNRES(_DistributionMixin, DistributionBasedAlgorithm):
         restart, t, noise, _ = self.schedule.next_window(
             key_noise, state.t, state.noise, None, base
         )
-        signed = jax.tree.map(
-            lambda pos, neg: jnp.concatenate([pos, neg]), noise, perturb.negate(noise)
-        )
-        members = jax.vmap(lambda d: perturb.apply(base, d))(signed)
+        members = jax.vmap(lambda d: perturb.apply(base, d))(perturb.antithetic(noise))
         state = state.replace(noise=noise, t=t, restarted=restart)
         return jax.vmap(self._ravel_solution)(members), state
 

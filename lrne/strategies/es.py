@@ -117,9 +117,7 @@ def es(
             masks = jax.vmap(lambda k: subspace_mask(k, state.mean["params"], density))(mask_keys)
             delta = jax.tree.map(lambda d, m: jnp.where(m, d, 0.0), delta, masks)
         if antithetic:
-            delta = jax.tree.map(
-                lambda pos, neg: jnp.concatenate([pos, neg]), delta, perturb.negate(delta)
-            )
+            delta = perturb.antithetic(delta)
         return Population(shared=state.mean, members={"perturb": delta}), state
 
     def tell(

@@ -340,13 +340,13 @@ def online_es(
         inner = _where(paired, reset(task, key_reset), state.inner)
 
         keys = jax.vmap(jax.random.fold_in, (None, 0))(key_unroll, particles)
-        signed = [noise, perturb.negate(noise)]
+        signed = perturb.antithetic(noise)
         copies = 2
-        if method == "tes":
-            signed.insert(0, jax.tree.map(jnp.zeros_like, noise))
+        if method == "tes":  # a third, unperturbed copy carries the shared state
+            signed = _stack(jax.tree.map(jnp.zeros_like, noise), signed)
             inner = _stack(inner, inner, inner)
             copies = 3
-        population = Population(shared=state.mean, members={"perturb": _stack(*signed)})
+        population = Population(shared=state.mean, members={"perturb": signed})
         inner, fitness = task.unroll(
             jnp.tile(keys, copies), population, inner, jnp.tile(t, copies), window
         )

@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from lrne.ensemble import ensemble_predict, member_outputs
+from lrne.ensemble import member_outputs, top_k
 
 PyTree = Any
 OBJECTIVES = ("accuracy", "log_likelihood")
@@ -72,11 +72,11 @@ class Classification:
     def evaluate(self, key: jax.Array, population: PyTree) -> tuple[jax.Array, dict]:
         del key
         fitness = self.score(member_outputs(self.apply, population, self.inputs), self.labels)
-        k = min(self.ensemble_size, fitness.shape[0])
-        probs = ensemble_predict(self.apply, population, fitness, self.eval_inputs, k)
-        best = jnp.argmax(jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf))
+        # Every member's eval outputs once: the best member and the ensemble read them.
         eval_logits = member_outputs(self.apply, population, self.eval_inputs)
+        top = top_k(fitness, min(self.ensemble_size, fitness.shape[0]))
+        probs = jnp.mean(jax.nn.softmax(eval_logits[top], axis=-1), axis=0)
         return fitness, {
-            "best_eval_accuracy": jnp.mean(jnp.argmax(eval_logits[best], -1) == self.eval_labels),
+            "best_eval_accuracy": jnp.mean(jnp.argmax(eval_logits[top[0]], -1) == self.eval_labels),
             "ensemble_accuracy": jnp.mean(jnp.argmax(probs, -1) == self.eval_labels),
         }
