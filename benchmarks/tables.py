@@ -129,7 +129,32 @@ def _es_lines(es: dict) -> list[str]:
         *_subspace_lines(_load("subspace_finetune")),
         "",
         *_correspondence_lines(_load("correspondence")),
+        "",
+        *_scaling_lines(_load("scaling")),
     ]
+    return lines
+
+
+def _scaling_lines(sc: dict) -> list[str]:
+    lines = [
+        f"**Scaling out** (`benchmarks/scaling.py`): {sc['devices']}; generations per second "
+        "of `sharded_generation_step` on meshes of 1, 2 and 4 of them (one process, "
+        "interleaved), and the bytes the compiled step's collectives move per generation, "
+        "against a dense all-reduce of the parameters.",
+        "",
+        "| strategy | task | gen/s on 1 / 2 / 4 | bytes exchanged (4 devices) | dense all-reduce "
+        "| ratio |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, row in sc["strategies"].items():
+        rate = row["generations_per_s"]
+        lines.append(
+            f"| {name} (population {row['population']}) | {row['task']} | "
+            f"{rate['1']:.2f} / {rate['2']:.2f} / {rate['4']:.2f} | "
+            f"{row['bytes_exchanged_per_generation']['4']:,} | "
+            f"{row['dense_allreduce_bytes']:,} | {row['dense_allreduce_over_exchanged']:,.1f}× |"
+        )
+    lines += ["", f"Machine: {sc['machine']}."]
     return lines
 
 

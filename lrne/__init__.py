@@ -4,7 +4,8 @@ Garbus & Pollack 2025, *Low Rank Factorizations are Indirect Encodings for Deep
 Neuroevolution* (arXiv 2504.03037).
 """
 
-from lrne import nn, perturb, strategies, tasks
+from lrne import distributed, nn, perturb, strategies, tasks
+from lrne.distributed import sharded_generation_step
 from lrne.ensemble import ensemble_predict
 from lrne.factors import count_params, factorize, genome_bytes, materialize
 from lrne.generation import fitness_stats, generation_step
@@ -37,6 +38,7 @@ __all__ = [
     "Population",
     "Strategy",
     "count_params",
+    "distributed",
     "ensemble_predict",
     "es",
     "factorize",
@@ -52,6 +54,7 @@ __all__ = [
     "online_es",
     "perturb",
     "pes",
+    "sharded_generation_step",
     "strategies",
     "tasks",
     "tes",

@@ -157,6 +157,7 @@ def _load_resume_config(parser: argparse.ArgumentParser, args: argparse.Namespac
 
 def _check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     import gymnax
+    import jax
 
     if args.resume is not None:
         _load_resume_config(parser, args)
@@ -164,6 +165,12 @@ def _check_train_args(parser: argparse.ArgumentParser, args: argparse.Namespace)
         parser.error(
             f"argument --env: unknown gymnax environment {args.env!r} "
             f"(known: {', '.join(gymnax.registered_envs)})"
+        )
+    devices = jax.local_device_count()
+    if args.population_size % devices:
+        parser.error(
+            f"argument --population-size: must be a multiple of the {devices} local devices "
+            f"the population is split over, got {args.population_size}"
         )
     if args.num_elites >= args.population_size:
         parser.error(
@@ -262,7 +269,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     key_params, key_init, key_run, key_test = jax.random.split(jax.random.key(args.seed), 4)
     params = task.init_params(key_params)
     state = strategy.init(key_init, params)
-    step = jax.jit(lrne.generation_step(strategy, task))
+    # The population is split over all local devices; any device count gives
+    # the same bits (tests/test_distributed.py, tests/test_cli.py).
+    devices = jax.local_devices()
+    mesh = lrne.distributed.population_mesh(devices)
+    step = jax.jit(lrne.sharded_generation_step(strategy, task, args.population_size, mesh))
+    state = lrne.distributed.replicate(state, mesh)
     keys = jax.random.split(key_run, args.generations)  # generation g always uses keys[g]
 
     # The run state is the strategy state plus the next generation's index: keys
@@ -333,6 +345,7 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         "num_params": lrne.count_params(params),
         "genome_bytes": lrne.genome_bytes(params),
         "wall_seconds": time.perf_counter() - start,
+        "devices": len(devices),
     }
     (output / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(

@@ -38,6 +38,13 @@ class Population(NamedTuple):
     members: PyTree
 
 
+def select(population: PyTree, index: jax.Array) -> PyTree:
+    """Members ``index`` of a population, in either shape (shared part kept whole)."""
+    if isinstance(population, Population):
+        return Population(population.shared, jax.tree.map(lambda x: x[index], population.members))
+    return jax.tree.map(lambda x: x[index], population)
+
+
 def is_lowrank(node: Any) -> bool:
     return isinstance(node, Mapping) and set(node) == {"U", "V"}
 

@@ -42,6 +42,9 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
             "subspace_finetune",
             {"pretrained_test_accuracy", "one_generation", "generations", "machine"},
         ),
+        ("scaling", {"strategies", "devices", "machine"}),
+        ("lm_throughput", {"lm_lowrank_over_plain", "tokens_per_s", "machine"}),
+        ("paper_a", {"tasks", "findings", "settings", "machine"}),
     ],
 )
 def test_quick_benchmark_writes_its_keys(script, keys):

@@ -1,6 +1,7 @@
 """lrne train: bad input fails in one line with exit code 2; a tiny run writes its files."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -69,9 +70,26 @@ def test_tiny_run_writes_metrics_checkpoint_and_plot(tmp_path):
         "--output",
         str(out),
     ]
+    # The same run on 2 CPU devices, concurrently: lrne train splits the
+    # population over them by itself and must give the same numbers.
+    out2 = tmp_path / "run2"
+    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
+    two = subprocess.Popen(
+        [*command[:-1], str(out2)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "XLA_FLAGS": flags},
+    )
     done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
+    log, _ = two.communicate(timeout=300)
+    assert two.returncode == 0, log[-3000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows2 = [json.loads(line) for line in (out2 / "metrics.jsonl").read_text().splitlines()]
+    drop = lambda row: {k: v for k, v in row.items() if k != "seconds"}
+    assert [drop(r) for r in rows2] == [drop(r) for r in rows]
+    assert json.loads((out2 / "summary.json").read_text())["devices"] == 2
     assert [row["generation"] for row in rows] == [0, 1, 2]
     assert {"fitness_mean", "fitness_max", "best_fitness", "env_steps"} <= set(rows[0])
     assert (out / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -48,3 +48,12 @@ def test_quickstart_commands_are_the_ci_commands():
     assert "pip install -e . && lrne train" in README
     assert "pip install -e '.[test]' && pytest" in README
     assert "pip install -q -e '.[test]'" in ci and "\npytest\n" in ci
+
+
+def test_scaling_out_example_runs_as_written():
+    section = README.split("### Scaling out", 1)[1]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    assert namespace["metrics"]["fitness_max"] > 0
+    assert "XLA_FLAGS=--xla_force_host_platform_device_count=4 lrne train" in section

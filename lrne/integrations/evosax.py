@@ -54,7 +54,7 @@ from flax import struct
 
 from lrne import perturb
 from lrne.strategies.es import ESState, es
-from lrne.strategies.ga import GAState, ga
+from lrne.strategies.ga import DEFAULT_FREEZE, GAState, ga
 from lrne.strategies.mutation import init_std
 from lrne.strategies.online import check_online_settings, masked_update
 from lrne.strategies.shaping import centered_rank
@@ -201,7 +201,7 @@ class FactorizedGA(PopulationBasedAlgorithm):
         solution: PyTree,
         num_elites: int | None = None,
         sigma: float = 0.1,
-        freeze: Sequence[str] = (),
+        freeze: Sequence[str] = DEFAULT_FREEZE,
         metrics_fn: Callable = population_metrics,
     ) -> None:
         super().__init__(population_size, solution, identity_fitness_shaping_fn, metrics_fn)

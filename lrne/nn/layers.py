@@ -197,6 +197,27 @@ class Dense(nn.Module):
         return _bias(self, y, self.features) if self.use_bias else y
 
 
+class LayerNorm(nn.Module):
+    """Layer normalization over the last axis with a learned scale and bias.
+
+    Like ``flax.linen.LayerNorm``, and it adds an ES member's perturbation of
+    its scale and bias (``perturb`` collection), so ES evolves it too.
+    """
+
+    epsilon: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        features = x.shape[-1]
+        mean = jnp.mean(x, axis=-1, keepdims=True)
+        variance = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+        y = (x - mean) * jax.lax.rsqrt(variance + self.epsilon)
+        scale = self.param("scale", nn.initializers.ones_init(), (features,))
+        delta = _perturbation(self, "scale")
+        y = y * (scale if delta is None else scale + delta)
+        return _bias(self, y, features)
+
+
 class Conv(nn.Module):
     """2-D convolution over (H, W, C) inputs, kernel dense or A·B reshaped.
 
@@ -311,7 +332,7 @@ def _rows(table: Array, delta: Any, ids: Array) -> Array:
     if delta is None:
         return rows
     if perturb.is_lowrank(delta):
-        return rows + jnp.take(delta["U"], ids, axis=1).T @ delta["V"]
+        return rows + jnp.moveaxis(jnp.take(delta["U"], ids, axis=1), 0, -1) @ delta["V"]
     return rows + jnp.take(delta, ids, axis=0)
 
 

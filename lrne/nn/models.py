@@ -61,13 +61,15 @@ class MinAtarCNN(nn.Module):
     """The MinAtar policy network (Young & Tian 2019): one 3×3 conv with 16
     channels, a 128-unit hidden layer, and the output layer; ReLU.
 
-    Takes one (10, 10, C) observation.
+    Takes one (H, W, C) observation: (10, 10, C) on MinAtar. ``strides`` > 1
+    shrinks larger images (pixel Pendulum: 32×32 at stride 2).
     """
 
     num_outputs: int
     rank: int = 0
     channels: int = 16
     hidden: int = 128
+    strides: tuple[int, int] = (1, 1)
 
     def __post_init__(self) -> None:
         check_rank("MinAtarCNN", self.rank)
@@ -76,7 +78,8 @@ class MinAtarCNN(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         fan_in = 9 * x.shape[-1]
-        x = Conv(self.channels, (3, 3), rank=layer_rank(self.rank, fan_in, self.channels))(x)
+        rank = layer_rank(self.rank, fan_in, self.channels)
+        x = Conv(self.channels, (3, 3), self.strides, rank=rank)(x)
         x = nn.relu(x).reshape(-1)
         x = Dense(self.hidden, rank=layer_rank(self.rank, x.shape[-1], self.hidden))(x)
         x = nn.relu(x)

@@ -48,11 +48,15 @@ class GAState(NamedTuple):
     mask_key: jax.Array | None = None
 
 
+# Garbus & Pollack evolve everything but the LayerNorms (lrne.nn.Transformer's).
+DEFAULT_FREEZE = ("LayerNorm",)
+
+
 def ga(
     population_size: int,
     num_elites: int,
     sigma: float,
-    freeze: Sequence[str] = (),
+    freeze: Sequence[str] = DEFAULT_FREEZE,
     density: float = 1.0,
     mask: str = "dynamic",
 ) -> Strategy:
@@ -63,7 +67,8 @@ def ga(
         num_elites: members kept unmutated, 1 <= num_elites < population_size.
         sigma: mutation strength relative to each tensor's init std, > 0.
         freeze: regexes; leaves whose path (e.g. ``'params/LayerNorm_0/scale'``)
-            matches one are never mutated (Garbus & Pollack freeze LayerNorm).
+            matches one are never mutated. The default keeps LayerNorms fixed,
+            as Garbus & Pollack do; ``()`` mutates everything.
         density: fraction of parameter entries a child mutates, in (0, 1];
             below 1, subspace mutations (:mod:`lrne.strategies.subspace`).
         mask: ``"dynamic"`` (fresh subspace every generation) or ``"static"``

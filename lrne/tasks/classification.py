@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from lrne.ensemble import member_outputs, top_k
+from lrne.perturb import select
 
 PyTree = Any
 OBJECTIVES = ("accuracy", "log_likelihood")
@@ -69,14 +70,22 @@ class Classification:
         log_p = jax.nn.log_softmax(logits, -1)
         return jnp.mean(jnp.sum(log_p * jax.nn.one_hot(labels, logits.shape[-1]), -1), axis=-1)
 
-    def evaluate(self, key: jax.Array, population: PyTree) -> tuple[jax.Array, dict]:
+    def evaluate_members(self, key: jax.Array, population: PyTree) -> tuple[jax.Array, dict]:
+        """Fitness (population_size,) on the selection split; no metrics."""
         del key
-        fitness = self.score(member_outputs(self.apply, population, self.inputs), self.labels)
-        # Every member's eval outputs once: the best member and the ensemble read them.
-        eval_logits = member_outputs(self.apply, population, self.eval_inputs)
+        return self.score(member_outputs(self.apply, population, self.inputs), self.labels), {}
+
+    def population_metrics(self, population: PyTree, fitness: jax.Array) -> dict:
+        """``best_eval_accuracy`` and ``ensemble_accuracy``: only the top-k members run."""
         top = top_k(fitness, min(self.ensemble_size, fitness.shape[0]))
-        probs = jnp.mean(jax.nn.softmax(eval_logits[top], axis=-1), axis=0)
-        return fitness, {
-            "best_eval_accuracy": jnp.mean(jnp.argmax(eval_logits[top[0]], -1) == self.eval_labels),
+        best = select(population, top)
+        eval_logits = member_outputs(self.apply, best, self.eval_inputs)
+        probs = jnp.mean(jax.nn.softmax(eval_logits, axis=-1), axis=0)
+        return {
+            "best_eval_accuracy": jnp.mean(jnp.argmax(eval_logits[0], -1) == self.eval_labels),
             "ensemble_accuracy": jnp.mean(jnp.argmax(probs, -1) == self.eval_labels),
         }
+
+    def evaluate(self, key: jax.Array, population: PyTree) -> tuple[jax.Array, dict]:
+        fitness, _ = self.evaluate_members(key, population)
+        return fitness, self.population_metrics(population, fitness)

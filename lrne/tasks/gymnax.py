@@ -185,6 +185,8 @@ class Gymnax:
         ``population`` is a variables pytree whose leaves carry a leading member
         axis (GA), or a :class:`lrne.perturb.Population` of shared variables and
         per-member ones (ES: a shared base and each member's perturbation).
+        ``key`` is one key, or one per member (member ``m`` then uses
+        ``key[m]`` where it would use ``fold_in(key, m)``).
 
         Metrics: ``env_steps`` (steps the episodes lived) and
         ``env_steps_computed`` (slot-steps executed, including masked ones).
@@ -198,9 +200,9 @@ class Gymnax:
         total = num_members * per_member
         episode = jnp.arange(total, dtype=jnp.int32)
         member = episode // per_member
-        keys = jax.vmap(lambda m, e: jax.random.fold_in(jax.random.fold_in(key, m), e))(
-            member, episode % per_member
-        )
+        if key.ndim == 0:
+            key = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_members))
+        keys = jax.vmap(lambda m, e: jax.random.fold_in(key[m], e))(member, episode % per_member)
         reset_keys, step_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
         obs, env_state = jax.vmap(self.env.reset_env, (0, None))(reset_keys, self.env_params)
         slots = _Slots(

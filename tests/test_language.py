@@ -1,0 +1,274 @@
+"""The factorized transformer, the language-model task and the corpus loader."""
+
+import hashlib
+import math
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+import lrne
+from lrne.nn.transformer import Transformer, causal_attention, rotary
+
+CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
+TEXT = (
+    "the cat sat on the mat. the dog sat on the log. a cat and a dog sat on a mat. "
+    "the mat was flat and the log was long. "
+) * 12
+
+
+def small(arm: str, vocab: int) -> Transformer:
+    return Transformer.preset(arm, vocab)
+
+
+def test_factorized_output_equals_dense_output_on_materialized_params():
+    ids = jax.random.randint(jax.random.key(0), (3, 12), 0, 40)
+    factorized = Transformer.preset("factorized", 40)
+    variables = factorized.init(jax.random.key(1), ids)
+    dense = Transformer.preset("full", 40)
+    materialized = lrne.materialize(variables)
+    assert jax.tree.structure(materialized) == jax.tree.structure(
+        dense.init(jax.random.key(1), ids)
+    )
+    np.testing.assert_allclose(
+        factorized.apply(variables, ids), dense.apply(materialized, ids), rtol=2e-4, atol=2e-5
+    )
+
+
+def test_every_component_has_its_own_rank():
+    model = Transformer(vocab_size=30, qkv_rank=2, o_rank=3, ff_rank=4, embed_rank=5)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
+    block = params["block_0"]
+    assert block["q"]["kernel"]["A"].shape == (32, 2)
+    assert block["v"]["kernel"]["B"].shape == (2, 32)
+    assert block["o"]["kernel"]["A"].shape == (32, 3)
+    assert block["ff_in"]["kernel"]["A"].shape == (32, 4)
+    assert block["ff_out"]["kernel"]["B"].shape == (4, 32)
+    assert params["embed"]["embedding"]["A"].shape == (30, 5)
+    assert set(block["LayerNorm_ff"]) == {"scale", "bias"}
+
+
+def test_causal_mask_future_tokens_do_not_change_past_logits():
+    model = Transformer.preset("factorized", 20)
+    ids = jax.random.randint(jax.random.key(0), (1, 10), 0, 20)
+    variables = model.init(jax.random.key(1), ids)
+    changed = ids.at[0, 6:].set((ids[0, 6:] + 7) % 20)
+    before, after = model.apply(variables, ids), model.apply(variables, changed)
+    np.testing.assert_array_equal(before[0, :6], after[0, :6])
+    assert not np.allclose(before[0, 6:], after[0, 6:])
+
+
+def test_causal_attention_matches_a_numpy_reference():
+    q, k, v = (jax.random.normal(key, (5, 2, 4)) for key in jax.random.split(jax.random.key(0), 3))
+    got = np.asarray(causal_attention(q, k, v))
+    qn, kn, vn = (np.asarray(x, np.float64) for x in (q, k, v))
+    for h in range(2):
+        for i in range(5):
+            scores = np.array([qn[i, h] @ kn[j, h] / 2.0 for j in range(i + 1)])
+            weights = np.exp(scores - scores.max())
+            weights /= weights.sum()
+            np.testing.assert_allclose(got[i, h], weights @ vn[: i + 1, h], rtol=1e-5, atol=1e-6)
+
+
+def test_rotary_preserves_norms_and_depends_on_relative_position():
+    x = jax.random.normal(jax.random.key(0), (16, 8))
+    positions = jnp.arange(16)
+    rotated = rotary(x, positions)
+    np.testing.assert_allclose(
+        jnp.linalg.norm(rotated, axis=-1), jnp.linalg.norm(x, axis=-1), rtol=1e-5
+    )
+    q, k = jax.random.normal(jax.random.key(1), (2, 8))
+
+    def score(m: int, n: int) -> float:
+        return float(rotary(q[None], jnp.array([m]))[0] @ rotary(k[None], jnp.array([n]))[0])
+
+    for m, n in ((3, 1), (10, 4), (7, 7)):
+        assert score(m, n) == pytest.approx(score(m + 5, n + 5), abs=1e-4)
+    assert score(3, 1) != pytest.approx(score(1, 3), abs=1e-3)
+    with pytest.raises(ValueError, match="even"):
+        rotary(jnp.ones((2, 3)), jnp.arange(2))
+
+
+def test_uniform_predictor_loss_is_ln_vocab():
+    class Uniform(nn.Module):
+        vocab: int
+
+        @nn.compact
+        def __call__(self, ids):
+            bias = self.param("bias", nn.initializers.zeros_init(), (self.vocab,))
+            return jnp.zeros((*ids.shape, self.vocab)) + bias
+
+    vocab = len(lrne.tasks.LanguageModel.vocabulary(TEXT))
+    task = lrne.tasks.LanguageModel(Uniform(vocab), TEXT, context=16, batch_size=4)
+    params = task.init_params(jax.random.key(0))
+    fitness, metrics = task.evaluate(jax.random.key(0), jax.tree.map(lambda x: x[None], params))
+    assert float(-fitness[0]) == pytest.approx(math.log(vocab), rel=1e-6)
+    assert float(metrics["best_eval_loss"]) == pytest.approx(math.log(vocab), rel=1e-6)
+    assert int(metrics["tokens"]) == 4 * 16
+
+
+def test_loss_equals_an_explicit_cross_entropy():
+    vocab = len(lrne.tasks.LanguageModel.vocabulary(TEXT))
+    model = small("factorized", vocab)
+    task = lrne.tasks.LanguageModel(model, TEXT, context=8, batch_size=3)
+    variables = task.init_params(jax.random.key(0))
+    logits = np.asarray(model.apply(variables, task.inputs), np.float64)
+    targets = np.asarray(task.targets)
+    log_z = np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1)) + logits.max(-1)
+    picked = np.take_along_axis(logits, targets[..., None], -1)[..., 0]
+    expected = np.mean(log_z - picked)
+    got = task.loss(variables, task.inputs, task.targets)
+    assert float(got) == pytest.approx(expected, rel=1e-5)
+    text_ids = [task.chars.index(c) for c in TEXT]
+    row = np.asarray(task.inputs[0])
+    starts = [s for s in range(len(text_ids)) if text_ids[s : s + 8] == list(row)]
+    assert starts, "a training window is a slice of the text"
+
+
+def test_population_fitness_matches_member_losses_both_shapes():
+    vocab = len(lrne.tasks.LanguageModel.vocabulary(TEXT))
+    task = lrne.tasks.LanguageModel(small("factorized", vocab), TEXT, context=8, batch_size=2)
+    params = task.init_params(jax.random.key(0))
+    strategy = lrne.ga(4, 1, 0.5)
+    population, _ = strategy.ask(jax.random.key(1), strategy.init(jax.random.key(2), params))
+    fitness, _ = task.evaluate(jax.random.key(3), population)
+    for i in range(4):
+        member = jax.tree.map(lambda x, i=i: x[i], population)
+        assert float(fitness[i]) == pytest.approx(
+            -float(task.loss(member, task.inputs, task.targets)), rel=1e-5
+        )
+    import optax
+
+    es = lrne.es(4, 0.05, optax.sgd(0.1), noise_rank=1)
+    perturbed, _ = es.ask(jax.random.key(1), es.init(jax.random.key(2), params))
+    fitness, _ = task.evaluate(jax.random.key(3), perturbed)
+    assert fitness.shape == (4,) and bool(jnp.all(jnp.isfinite(fitness)))
+    assert float(fitness[0]) != float(fitness[1])
+
+
+def test_short_ga_run_lowers_the_loss():
+    vocab = len(lrne.tasks.LanguageModel.vocabulary(TEXT))
+    model = Transformer(
+        vocab_size=vocab,
+        hidden=16,
+        num_heads=2,
+        ff=32,
+        num_blocks=1,
+        qkv_rank=4,
+        o_rank=4,
+        ff_rank=4,
+        embed_rank=4,
+    )
+    task = lrne.tasks.LanguageModel(model, TEXT, context=16, batch_size=8)
+    strategy = lrne.ga(32, 4, 0.5)
+    state = strategy.init(jax.random.key(0), task.init_params(jax.random.key(1)))
+    step = lrne.generation_step(strategy, task)
+    state, history = jax.jit(lambda s, k: jax.lax.scan(step, s, k))(
+        state, jax.random.split(jax.random.key(2), 30)
+    )
+    first, last = -float(history["fitness_max"][0]), -float(history["best_fitness"][-1])
+    assert last < first - 0.3, (first, last)
+    assert float(history["best_eval_loss"][-1]) < float(history["best_eval_loss"][0])
+
+
+def test_layer_norms_are_frozen_by_the_ga_by_default():
+    vocab = len(lrne.tasks.LanguageModel.vocabulary(TEXT))
+    task = lrne.tasks.LanguageModel(small("factorized", vocab), TEXT, context=8, batch_size=2)
+    params = task.init_params(jax.random.key(0))
+    strategy = lrne.ga(6, 1, 0.5)
+    population, _ = strategy.ask(jax.random.key(1), strategy.init(jax.random.key(2), params))
+    norm = population["params"]["block_1"]["LayerNorm_ff"]["scale"]
+    np.testing.assert_array_equal(norm, jnp.ones_like(norm))
+    q = population["params"]["block_1"]["q"]["kernel"]["A"]
+    assert not np.allclose(q[1], q[2])
+
+
+def test_bad_configurations_are_rejected():
+    with pytest.raises(ValueError, match="qkv_rank"):
+        Transformer(vocab_size=10, qkv_rank=-1)
+    with pytest.raises(ValueError, match="even head size"):
+        Transformer(vocab_size=10, hidden=12, num_heads=4)
+    with pytest.raises(ValueError, match="arm must be one of"):
+        Transformer.preset("huge", 10)
+    with pytest.raises(ValueError, match="too short"):
+        lrne.tasks.LanguageModel(small("small", 5), "abcde" * 3, context=8)
+    with pytest.raises(ValueError, match="outputs shape"):
+        lrne.tasks.LanguageModel(small("small", 3), TEXT, context=8)
+
+
+def test_loader_reads_and_verifies_the_shared_corpus(tmp_path):
+    text = lrne.tasks.load_tinyshakespeare(CORPUS)
+    assert len(text) == 1_115_394 and text.startswith("First Citizen")
+    bad = tmp_path / "bad.txt"
+    bad.write_text(text[:-1])
+    with pytest.raises(ValueError, match="md5"):
+        lrne.tasks.load_tinyshakespeare(bad)
+
+
+def test_loader_downloads_once_verifies_and_caches(tmp_path, monkeypatch):
+    data = CORPUS.read_bytes()
+    calls = []
+
+    class Response:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def read(self):
+            return data
+
+    def fake_urlopen(url, timeout):
+        calls.append(url)
+        return Response()
+
+    monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
+    text = lrne.tasks.load_tinyshakespeare(cache_dir=str(tmp_path))
+    assert hashlib.md5(text.encode()).hexdigest() == lrne.tasks.language.TINYSHAKESPEARE_MD5
+    assert lrne.tasks.load_tinyshakespeare(cache_dir=str(tmp_path)) == text
+    assert len(calls) == 1 and not list(tmp_path.glob("*.part"))
+
+
+def test_loader_without_network_says_what_to_do(tmp_path, monkeypatch):
+    def offline(url, timeout):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", offline)
+    with pytest.raises(FileNotFoundError, match="pass path= to a local copy"):
+        lrne.tasks.load_tinyshakespeare(cache_dir=str(tmp_path))
+
+
+def test_lowrank_es_member_equals_its_explicit_dense_weights():
+    """A member's forward with its rank-1 perturbation (never formed) equals the
+    unperturbed model run on the explicit dense weights W + δ, embedding and
+    LayerNorms included."""
+    import optax
+
+    model = Transformer.preset("full", 30)
+    ids = jax.random.randint(jax.random.key(0), (2, 8), 0, 30)
+    variables = model.init(jax.random.key(1), ids)
+    es = lrne.es(4, 0.1, optax.sgd(0.1), noise_rank=1)
+    population, _ = es.ask(jax.random.key(2), es.init(jax.random.key(3), variables))
+    for i in (0, 3):
+        delta = jax.tree.map(lambda x, i=i: x[i], population.members["perturb"])
+        got = model.apply({**population.shared, "perturb": delta}, ids)
+        explicit = {"params": lrne.perturb.apply(population.shared["params"], delta)}
+        np.testing.assert_allclose(got, model.apply(explicit, ids), rtol=1e-4, atol=1e-5)
+        assert not np.allclose(got, model.apply(population.shared, ids), atol=1e-3)
+
+
+def test_layer_norm_matches_flax():
+    x = jax.random.normal(jax.random.key(0), (3, 5, 16)) * 3 + 1
+    ours = lrne.nn.LayerNorm()
+    theirs = nn.LayerNorm(epsilon=1e-6)
+    variables = theirs.init(jax.random.key(1), x)
+    variables = jax.tree.map(lambda v: v + 0.1 * jnp.arange(v.size).reshape(v.shape), variables)
+    np.testing.assert_allclose(
+        ours.apply(variables, x), theirs.apply(variables, x), rtol=1e-5, atol=1e-5
+    )
