@@ -130,9 +130,29 @@ def _es_lines(es: dict) -> list[str]:
         "",
         *_correspondence_lines(_load("correspondence")),
         "",
+        *_lm_lines(_load("lm_throughput")),
+        "",
         *_scaling_lines(_load("scaling")),
     ]
     return lines
+
+
+def _lm_lines(lm: dict) -> list[str]:
+    setup = lm["setup"]
+    return [
+        f"**Language-model throughput** (`benchmarks/lm_throughput.py`): {setup['model']}, "
+        f"{setup['num_params']:,} params, population {setup['population']} × "
+        f"{setup['sequences_per_member']} sequences of {setup['context']} characters.",
+        "",
+        "| evaluation | tokens / s | ratio | target |",
+        "| --- | ---: | ---: | ---: |",
+        f"| plain batched forward, shared weights | {lm['tokens_per_s']['plain']:,.0f} | 1.00 | |",
+        f"| ES population, rank-1 noise in the forward pass | "
+        f"{lm['tokens_per_s']['lowrank_es_r1']:,.0f} | **{lm['lm_lowrank_over_plain']:.3f}** "
+        "| >= 0.9 |",
+        "",
+        f"Machine: {lm['machine']}.",
+    ]
 
 
 def _scaling_lines(sc: dict) -> list[str]:
@@ -287,10 +307,57 @@ def _online_lines(lorenz: dict, variance: dict) -> list[str]:
     return lines
 
 
+def _replace_block(readme: str, name: str, text: str) -> str:
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    head, rest = readme.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{text}\n{end}{tail}"
+
+
 def updated(readme: str) -> str:
-    head, rest = readme.split(START, 1)
-    _, tail = rest.split(END, 1)
-    return f"{head}{START}\n{render()}\n{END}{tail}"
+    readme = _replace_block(readme, "bench", render())
+    return _replace_block(readme, "paper_a", render_paper_a(_load("paper_a")))
+
+
+def render_paper_a(pa: dict) -> str:
+    """The factorized / full / small comparison of Garbus & Pollack, per task."""
+    labels = {
+        "lm": "LM, tiny Shakespeare (−loss, nats/char)",
+        "breakout": "MinAtar Breakout (return)",
+        "space_invaders": "MinAtar SpaceInvaders (return)",
+        "pendulum_pixels": "Pendulum-v1 from pixels (return)",
+    }
+    settings = pa["settings"]
+    lines = [
+        f"GA: population {settings['population']}, {settings['num_elites']} elites, "
+        f"σ = {settings['sigma']} (√σ per factor), {settings['seeds']} seeds per arm; "
+        "generations: "
+        + ", ".join(f"{t} {g}" for t, g in settings["generations"].items() if t in pa["tasks"])
+        + ". Final fitness: mean ± 95% CI over seeds; p: exact two-sided rank-sum test, "
+        "factorized vs that arm. Seconds and env steps per generation: the mean of "
+        "generations 2–6 → the last 5.",
+        "",
+        "| task | arm | params | genome | final fitness | p vs factorized "
+        "| s / generation | env steps / generation |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for task, arms in pa["tasks"].items():
+        for arm, row in arms.items():
+            p = "" if arm == "factorized" else f"{arms['factorized'][f'p_vs_{arm}']:.3f}"
+            steps = (
+                f"{row['env_steps_per_generation_first']:,.0f} → "
+                f"{row['env_steps_per_generation_last']:,.0f}"
+                if task != "lm"
+                else "(tokens)"
+            )
+            lines.append(
+                f"| {labels[task]} | {arm} | {row['num_params']:,} | "
+                f"{row['genome_bytes'] / 1e3:,.1f} kB | {_fmt(row['final_fitness'])} | {p} | "
+                f"{row['seconds_per_generation_first']:.3f} → "
+                f"{row['seconds_per_generation_last']:.3f} | {steps} |"
+            )
+    lines += ["", f"Machine: {pa['machine']}. Whole run: {pa['wall_seconds'] / 60:.0f} min."]
+    return "\n".join(lines)
 
 
 def main() -> int:

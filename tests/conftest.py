@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 
 # The suite is dominated by XLA compiling many small functions; skipping LLVM's
 # optimization passes makes it about a quarter faster on 2 cores. Semantics are
@@ -6,10 +8,24 @@ import os
 # inherit it, real benchmark runs do not.
 os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
 
-import jax
-import pytest
+# Many tests start subprocesses (the CLI, resume, benchmarks, several devices)
+# that compile the same programs again. One persistent compilation cache per
+# test session, fresh each run, lets them share executables; the xdist workers
+# and the subprocesses inherit the directory from the controller's environment.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="lrne-jax-cache-")
+
+import jax  # noqa: E402 (after the environment above, which jax reads at import)
+import pytest  # noqa: E402
 
 
 @pytest.fixture
 def key() -> jax.Array:
     return jax.random.key(0)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """The controller removes the session's compilation cache when it made it."""
+    if _OWN_CACHE and not hasattr(config, "workerinput"):
+        shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)

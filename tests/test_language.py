@@ -26,6 +26,18 @@ def small(arm: str, vocab: int) -> Transformer:
     return Transformer.preset(arm, vocab)
 
 
+def factorized_task() -> lrne.tasks.LanguageModel:
+    vocab = len(lrne.tasks.LanguageModel.vocabulary(TEXT))
+    return lrne.tasks.LanguageModel(small("factorized", vocab), TEXT, context=8, batch_size=2)
+
+
+def ga_population(task: lrne.tasks.LanguageModel, size: int):
+    params = task.init_params(jax.random.key(0))
+    strategy = lrne.ga(size, 1, 0.5)
+    population, _ = strategy.ask(jax.random.key(1), strategy.init(jax.random.key(2), params))
+    return params, population
+
+
 def test_factorized_output_equals_dense_output_on_materialized_params():
     ids = jax.random.randint(jax.random.key(0), (3, 12), 0, 40)
     factorized = Transformer.preset("factorized", 40)
@@ -131,11 +143,8 @@ def test_loss_equals_an_explicit_cross_entropy():
 
 
 def test_population_fitness_matches_member_losses_both_shapes():
-    vocab = len(lrne.tasks.LanguageModel.vocabulary(TEXT))
-    task = lrne.tasks.LanguageModel(small("factorized", vocab), TEXT, context=8, batch_size=2)
-    params = task.init_params(jax.random.key(0))
-    strategy = lrne.ga(4, 1, 0.5)
-    population, _ = strategy.ask(jax.random.key(1), strategy.init(jax.random.key(2), params))
+    task = factorized_task()
+    params, population = ga_population(task, 4)
     fitness, _ = task.evaluate(jax.random.key(3), population)
     for i in range(4):
         member = jax.tree.map(lambda x, i=i: x[i], population)
@@ -177,11 +186,7 @@ def test_short_ga_run_lowers_the_loss():
 
 
 def test_layer_norms_are_frozen_by_the_ga_by_default():
-    vocab = len(lrne.tasks.LanguageModel.vocabulary(TEXT))
-    task = lrne.tasks.LanguageModel(small("factorized", vocab), TEXT, context=8, batch_size=2)
-    params = task.init_params(jax.random.key(0))
-    strategy = lrne.ga(6, 1, 0.5)
-    population, _ = strategy.ask(jax.random.key(1), strategy.init(jax.random.key(2), params))
+    _, population = ga_population(factorized_task(), 6)
     norm = population["params"]["block_1"]["LayerNorm_ff"]["scale"]
     np.testing.assert_array_equal(norm, jnp.ones_like(norm))
     q = population["params"]["block_1"]["q"]["kernel"]["A"]

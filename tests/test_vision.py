@@ -1,4 +1,4 @@
-"""Pendulum from pixels: the renderer, the frame-stacking wrapper, and a pixel policy."""
+"""Vision RL: the factorized MinAtar CNN on four games, and Pendulum from pixels."""
 
 import math
 
@@ -73,3 +73,18 @@ def test_pixel_policy_population_evaluates_with_continuous_actions():
     state, metrics = jax.jit(lrne.generation_step(strategy, task))(state, jax.random.key(2))
     assert int(metrics["env_steps"]) == 4 * 20  # Pendulum never ends early
     assert float(metrics["fitness_max"]) < 0  # Pendulum rewards are costs
+
+
+@pytest.mark.parametrize(
+    "env_id", ["Breakout-MinAtar", "SpaceInvaders-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar"]
+)
+def test_factorized_cnn_policy_plays_minatar(env_id):
+    policy = lrne.nn.MinAtarCNN(lrne.tasks.action_size(env_id), rank=4)
+    task = lrne.tasks.Gymnax(env_id, policy, max_steps=10)
+    params = task.init_params(jax.random.key(0))
+    assert params["params"]["Dense_0"]["kernel"]["A"].shape[-1] == 4  # factorized
+    strategy = lrne.ga(4, 1, 0.1)
+    state = strategy.init(jax.random.key(1), params)
+    state, metrics = jax.jit(lrne.generation_step(strategy, task))(state, jax.random.key(2))
+    assert 0 < int(metrics["env_steps"]) <= 4 * 10
+    assert bool(jnp.isfinite(metrics["fitness_max"]))
