@@ -112,10 +112,10 @@ def main() -> None:
             mesh = population_mesh(jax.devices()[:n])
             step = jax.jit(sharded_generation_step(strategy, task, size, mesh))
             placed = replicate(state, mesh)  # as the step returns it: no second compile
-            hlo = step.lower(placed, jax.random.key(2)).compile().as_text()
+            compiled = step.lower(placed, jax.random.key(2)).compile()
             # On one device a collective over a group of one moves nothing.
-            exchanged[n] = collective_bytes(hlo) if n > 1 else 0
-            runs[str(n)] = (lambda st, k, step=step: step(st, k)[0], placed)
+            exchanged[n] = collective_bytes(compiled.as_text()) if n > 1 else 0
+            runs[str(n)] = (lambda st, k, step=compiled: step(st, k)[0], placed)
         times, first = time_interleaved(runs, s["reps"], jax.random.key(3))
         per_s = {n: 1.0 / median(times[n]) for n in times}
         width = s["width"] if task is breakout else s["width"] // 4

@@ -87,7 +87,9 @@ def test_tiny_run_writes_metrics_checkpoint_and_plot(tmp_path):
     assert two.returncode == 0, log[-3000:]
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rows2 = [json.loads(line) for line in (out2 / "metrics.jsonl").read_text().splitlines()]
-    drop = lambda row: {k: v for k, v in row.items() if k != "seconds"}
+    # Timings differ, and so do the slot-steps computed: each device compacts
+    # its own episodes. Everything the run computes is the same.
+    drop = lambda row: {k: v for k, v in row.items() if k not in ("seconds", "env_steps_computed")}
     assert [drop(r) for r in rows2] == [drop(r) for r in rows]
     assert json.loads((out2 / "summary.json").read_text())["devices"] == 2
     assert [row["generation"] for row in rows] == [0, 1, 2]
