@@ -59,6 +59,16 @@ def time_interleaved(
     return times, first
 
 
+CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+
+
+def tinyshakespeare() -> str:
+    """The corpus from ../shared/data when present, else the loader's cache or download."""
+    import lrne
+
+    return lrne.tasks.load_tinyshakespeare(CORPUS if CORPUS.exists() else None)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values)
 

@@ -15,17 +15,14 @@ Writes benchmarks/results/lm_throughput.json.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import optax
-from common import machine, median, time_interleaved, write
+from common import machine, median, time_interleaved, tinyshakespeare, write
 
 import lrne
 from lrne.nn.transformer import Transformer
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 
 
 def main() -> None:
@@ -33,7 +30,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="toy size, for CI")
     args = parser.parse_args()
     population, batch, context, reps = (8, 4, 16, 3) if args.quick else (64, 16, 64, 15)
-    text = lrne.tasks.load_tinyshakespeare(CORPUS if CORPUS.exists() else None)
+    text = tinyshakespeare()
     model = Transformer.preset("full", len(lrne.tasks.LanguageModel.vocabulary(text)))
     task = lrne.tasks.LanguageModel(model, text, context=context, batch_size=batch)
     strategy = lrne.es(population, 0.05, optax.sgd(0.01), noise_rank=1)

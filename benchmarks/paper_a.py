@@ -33,14 +33,13 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from common import RESULTS, machine, mean_ci95, write
+from common import RESULTS, machine, mean_ci95, tinyshakespeare, write
 
 import lrne
 from lrne.nn.transformer import Transformer
 
 ARMS = ("factorized", "full", "small")
 TASKS = ("lm", "breakout", "space_invaders", "pendulum_pixels")
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 
 
 def rank_sum_p(x: list[float], y: list[float]) -> float:
@@ -205,7 +204,7 @@ def main() -> None:
         args.tasks = [t for t in TASKS if not (args.quick and t == "space_invaders")]
     if args.seeds is not None:
         settings["seeds"] = args.seeds
-    text = lrne.tasks.load_tinyshakespeare(CORPUS if CORPUS.exists() else None)
+    text = tinyshakespeare()
     if args.quick:
         text = text[:20_000]
 

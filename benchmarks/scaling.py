@@ -118,9 +118,9 @@ def main() -> None:
             runs[str(n)] = (lambda st, k, step=compiled: step(st, k)[0], placed)
         times, first = time_interleaved(runs, s["reps"], jax.random.key(3))
         per_s = {n: 1.0 / median(times[n]) for n in times}
-        width = s["width"] if task is breakout else s["width"] // 4
+        widths = "x".join(map(str, task.policy.features))
         result["strategies"][name] = {
-            "task": f"{task.env.name}, rank-4 MLP {width}x{width}, max_steps {s['max_steps']}",
+            "task": f"{task.env.name}, rank-4 MLP {widths}, max_steps {s['max_steps']}",
             "population": size if not online else f"{size} particles x 2",
             "generations_per_s": {n: round(v, 3) for n, v in per_s.items()},
             "speedup_2_over_1": round(per_s["2"] / per_s["1"], 3),
