@@ -70,7 +70,7 @@ def build(task: str, arm: str, quick: bool, text: str):
         return lrne.tasks.LanguageModel(model, text, context=context, batch_size=batch), False
     max_steps = 50 if quick else None
     if task == "pendulum_pixels":
-        env = lrne.tasks.pixel_pendulum(size=16 if quick else 32, frames=2)
+        env = lrne.wrappers.pixel_pendulum(size=16 if quick else 32, frames=2)
         shapes = {"full": {}, "factorized": {"rank": 4}, "small": {"channels": 4, "hidden": 8}}
         policy = lrne.nn.MinAtarCNN(1, strides=(2, 2), **{"hidden": 64, **shapes[arm]})
         return lrne.tasks.Gymnax(env, policy, num_episodes=1, max_steps=max_steps), True

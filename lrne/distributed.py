@@ -29,12 +29,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from lrne.generation import Task, generation_step
-from lrne.perturb import Population
-from lrne.strategies.base import Metrics, Strategy
-from lrne.strategies.online import OnlineStrategy
+from lrne.generation import generation_step
+from lrne.genome import Metrics, Population, PyTree
+from lrne.strategies.base import Strategy
+from lrne.tasks.base import Task, member_keys
 
-PyTree = Any
 AXIS = "population"
 
 
@@ -53,11 +52,6 @@ def replicate(tree: PyTree, mesh: Mesh | None = None) -> PyTree:
     return jax.device_put(tree, NamedSharding(mesh, PartitionSpec()))
 
 
-def member_keys(key: jax.Array, num_members: int) -> jax.Array:
-    """One key per member, ``fold_in(key, member index)``: independent of any split."""
-    return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_members))
-
-
 def _check_divides(num_members: int, num_devices: int, name: str) -> None:
     if num_members % num_devices:
         raise ValueError(
@@ -66,29 +60,30 @@ def _check_divides(num_members: int, num_devices: int, name: str) -> None:
         )
 
 
-class ShardedTask:
+class ShardedTask(Task):
     """``task`` as one device sees it inside the sharded generation step.
 
     Only valid inside ``jax.shard_map`` over the ``"population"`` axis (which
-    :func:`sharded_generation_step` sets up). Each per-member call takes this
-    device's contiguous slice of the members, runs the task on it, and gathers
-    the results, so every device ends with the whole population's fitness.
-    ``evaluate`` keys member ``m`` by ``fold_in(key, m)`` (:func:`member_keys`),
-    as the unsplit task does, so the split does not change any member's
-    randomness. The task's metrics are summed over devices, so they must add up
-    over members (counts such as ``env_steps``); metrics of the whole
-    population come from the task's optional
-    ``population_metrics(population, fitness)``, computed after the gather, and
-    then ``task.evaluate_members`` is what runs on each slice. Every other
-    attribute (``horizon``, ``init_params``, ...) is the task's.
+    :func:`sharded_generation_step` sets up). It overrides the per-member
+    hooks: each takes this device's contiguous slice of the members, runs the
+    task on it, and gathers the results, so every device ends with the whole
+    population's fitness. The template :meth:`~lrne.tasks.Task.evaluate` keys
+    member ``m`` by ``fold_in(key, m)`` before the split, so the split does not
+    change any member's randomness; per-member metrics are summed over devices
+    and the task's :meth:`~lrne.tasks.Task.population_metrics` run after the
+    gather, on the whole population.
     """
 
     def __init__(self, task: Task, num_devices: int):
         self.task = task
         self.num_devices = num_devices
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.task, name)
+    @property
+    def horizon(self) -> int:
+        return self.task.horizon
+
+    def init_params(self, key: jax.Array) -> PyTree:
+        return self.task.init_params(key)
 
     def _local(self, tree: PyTree) -> PyTree:
         num_members = jax.tree.leaves(tree)[0].shape[0]
@@ -97,26 +92,23 @@ class ShardedTask:
         start = jax.lax.axis_index(AXIS) * size
         return jax.tree.map(lambda x: jax.lax.dynamic_slice_in_dim(x, start, size), tree)
 
-    def _local_population(self, population: PyTree) -> PyTree:
-        if isinstance(population, Population):
-            return Population(population.shared, self._local(population.members))
-        return self._local(population)
+    def _local_population(self, population: Population) -> Population:
+        return Population(population.shared, self._local(population.members))
 
     @staticmethod
     def _gather(tree: PyTree) -> PyTree:
         return jax.tree.map(partial(jax.lax.all_gather, axis_name=AXIS, tiled=True), tree)
 
-    def evaluate(self, key: jax.Array, population: PyTree) -> tuple[jax.Array, Metrics]:
-        members = population.members if isinstance(population, Population) else population
-        keys = member_keys(key, jax.tree.leaves(members)[0].shape[0])
-        score = getattr(self.task, "evaluate_members", self.task.evaluate)
-        fitness, metrics = score(self._local(keys), self._local_population(population))
-        fitness = self._gather(fitness)
-        metrics = jax.tree.map(partial(jax.lax.psum, axis_name=AXIS), metrics)
-        summarize = getattr(self.task, "population_metrics", None)
-        if summarize is not None:
-            metrics = {**metrics, **summarize(population, fitness)}
-        return fitness, metrics
+    def evaluate_members(
+        self, keys: jax.Array, population: Population
+    ) -> tuple[jax.Array, Metrics]:
+        fitness, metrics = self.task.evaluate_members(
+            self._local(keys), self._local_population(population)
+        )
+        return self._gather(fitness), jax.tree.map(partial(jax.lax.psum, axis_name=AXIS), metrics)
+
+    def population_metrics(self, population: Population, fitness: jax.Array) -> Metrics:
+        return self.task.population_metrics(population, fitness)
 
     def reset(self, keys: jax.Array) -> PyTree:
         return self._gather(self.task.reset(self._local(keys)))
@@ -132,7 +124,7 @@ class ShardedTask:
 
 
 def sharded_generation_step(
-    strategy: Strategy | OnlineStrategy,
+    strategy: Strategy,
     task: Task,
     population_size: int,
     mesh: Mesh | None = None,

@@ -8,14 +8,13 @@ the best one alone.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import linen as nn
 
-from lrne.perturb import Population
-
-PyTree = Any
+from lrne.genome import Population, PyTree
+from lrne.nn.perturbed import apply, member_variables
 
 
 def top_k(fitness: jax.Array, k: int) -> jax.Array:
@@ -25,22 +24,20 @@ def top_k(fitness: jax.Array, k: int) -> jax.Array:
 
 
 def member_outputs(
-    apply_fn: Callable[[PyTree, jax.Array], jax.Array], population: PyTree, inputs: jax.Array
+    apply_fn: Callable[[PyTree, jax.Array], jax.Array], population: Population, inputs: jax.Array
 ) -> jax.Array:
-    """Every member's outputs on ``inputs``: (members, ...).
+    """Every member's ``apply_fn(variables, inputs)``: (members, ...).
 
-    ``population`` is a variables pytree with a leading member axis, or a
-    :class:`~lrne.perturb.Population` (shared variables + per-member ones).
+    ``apply_fn`` receives a member's whole variables, perturbation included;
+    build it on :func:`lrne.nn.apply` so that perturbations reach the layers.
     """
-    if isinstance(population, Population):
-        shared, members = population
-        return jax.vmap(lambda m: apply_fn({**shared, **m}, inputs))(members)
-    return jax.vmap(lambda m: apply_fn(m, inputs))(population)
+    shared, members = population
+    return jax.vmap(lambda m: apply_fn(member_variables(shared, m), inputs))(members)
 
 
 def ensemble_predict(
-    apply_fn: Callable[[PyTree, jax.Array], jax.Array],
-    population: PyTree,
+    model: nn.Module,
+    population: Population,
     fitness: jax.Array,
     inputs: jax.Array,
     k: int,
@@ -48,8 +45,8 @@ def ensemble_predict(
     """Class probabilities of the top-``k`` ensemble: mean of the members' softmax.
 
     Args:
-        apply_fn: ``(variables, inputs) -> logits`` (e.g. ``model.apply``).
-        population: member variables with a leading member axis, or a Population.
+        model: a flax module mapping the batch ``inputs`` to logits.
+        population: any strategy's population (a :class:`~lrne.genome.Population`).
         fitness: (members,) fitness that ranks them, higher is better.
         inputs: a batch the model accepts.
         k: ensemble size, 1 <= k <= members.
@@ -57,12 +54,6 @@ def ensemble_predict(
     num_members = fitness.shape[0]
     if not isinstance(k, int) or not 1 <= k <= num_members:
         raise ValueError(f"k must be an int in [1, {num_members}], got {k!r}")
-    top = top_k(fitness, k)
-    if isinstance(population, Population):
-        population = Population(
-            population.shared, jax.tree.map(lambda x: x[top], population.members)
-        )
-    else:
-        population = jax.tree.map(lambda x: x[top], population)
-    logits = member_outputs(apply_fn, population, inputs)
+    best = population.select(top_k(fitness, k))
+    logits = member_outputs(lambda v, x: apply(model, v, x), best, inputs)
     return jnp.mean(jax.nn.softmax(logits, axis=-1), axis=0)

@@ -3,21 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from lrne.strategies.base import Metrics, Strategy
-from lrne.strategies.online import OnlineStrategy
-
-PyTree = Any
-
-
-class Task(Protocol):
-    """Anything that scores a population: ``evaluate(key, population)``."""
-
-    def evaluate(self, key: jax.Array, population: PyTree) -> tuple[jax.Array, Metrics]: ...
+from lrne.genome import Metrics
+from lrne.strategies.base import Strategy
 
 
 def fitness_stats(fitness: jax.Array) -> Metrics:
@@ -30,19 +22,14 @@ def fitness_stats(fitness: jax.Array) -> Metrics:
     }
 
 
-def generation_step(
-    strategy: Strategy | OnlineStrategy, task: Task
-) -> Callable[[PyTree, jax.Array], tuple[PyTree, Metrics]]:
+def generation_step(strategy: Strategy, task: Any) -> Callable[[Any, jax.Array], tuple[Any, Metrics]]:
     """A pure ``(state, key) -> (state, metrics)`` for ``jax.jit`` and ``lax.scan``.
 
-    For a :class:`Strategy`: ask, evaluate, tell. Metrics: ``fitness_mean``,
-    ``fitness_max``, ``best_fitness``, the task's metrics (``env_steps`` for RL
-    tasks) and the strategy's.
-
-    For an :class:`~lrne.strategies.online.OnlineStrategy` (NRES, PES, TES,
-    FullES): unroll every particle one truncation window of the task and update
-    once; the metrics are the strategy's (``fitness_mean`` is the mean per-step
-    fitness of the window).
+    Ask, evaluate (the strategy's ``evaluate`` hook: ``task.evaluate`` for
+    offline strategies, one truncation window of the task for online ES),
+    tell. Metrics: ``fitness_mean``, ``fitness_max``, ``best_fitness``, the
+    task's metrics (``env_steps`` for RL tasks) and the strategy's (which may
+    refine ``fitness_mean``: online ES report the mean per-step fitness).
 
     Example:
         >>> step = jax.jit(lrne.generation_step(strategy, task))
@@ -50,13 +37,10 @@ def generation_step(
         >>> state, history = jax.lax.scan(generation_step(strategy, task), state, keys)
     """
 
-    if isinstance(strategy, OnlineStrategy):
-        return lambda state, key: strategy.step(task, state, key)
-
-    def step(state: PyTree, key: jax.Array) -> tuple[PyTree, Metrics]:
+    def step(state: Any, key: jax.Array) -> tuple[Any, Metrics]:
         key_ask, key_eval, key_tell = jax.random.split(key, 3)
         population, state = strategy.ask(key_ask, state)
-        fitness, task_metrics = task.evaluate(key_eval, population)
+        fitness, task_metrics, state = strategy.evaluate(key_eval, state, population, task)
         state, strategy_metrics = strategy.tell(key_tell, state, population, fitness)
         return state, {
             **fitness_stats(fitness),

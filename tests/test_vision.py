@@ -9,7 +9,7 @@ import pytest
 from gymnax.environments.classic_control.pendulum import EnvState
 
 import lrne
-from lrne.tasks.pixels import PixelObservation, render_pendulum
+from lrne.wrappers.pixels import PixelObservation, render_pendulum
 
 
 def pendulum_state(theta: float) -> EnvState:
@@ -43,7 +43,7 @@ def test_renderer_draws_the_rod_at_the_state_angle(theta):
 
 
 def test_wrapper_stacks_frames_and_keeps_the_dynamics():
-    env = lrne.tasks.pixel_pendulum(size=16, frames=2)
+    env = lrne.wrappers.pixel_pendulum(size=16, frames=2)
     params = env.default_params
     obs, state = env.reset_env(jax.random.key(0), params)
     assert obs.shape == (16, 16, 2)
@@ -65,7 +65,7 @@ def test_wrapper_stacks_frames_and_keeps_the_dynamics():
 
 
 def test_pixel_policy_population_evaluates_with_continuous_actions():
-    env = lrne.tasks.pixel_pendulum(size=16, frames=2)
+    env = lrne.wrappers.pixel_pendulum(size=16, frames=2)
     policy = lrne.nn.MinAtarCNN(1, rank=2, channels=4, hidden=8, strides=(2, 2))
     task = lrne.tasks.Gymnax(env, policy, max_steps=20)
     strategy = lrne.ga(4, 1, 0.5)

@@ -5,9 +5,12 @@ Neuroevolution* (arXiv 2504.03037): every weight matrix is stored as factors
 A (in×r) and B (r×out) with no frozen base matrix, and evolution searches the
 factors. Biases and norms are never factorized.
 
-A factorized weight is stored as one flax param whose value is the dict
-``{"A": ..., "B": ...}``; :func:`lrne.materialize` replaces that dict by
-``A·B`` to give the dense pytree of the same architecture at ``rank=0``.
+A factorized weight is stored as one flax param whose value is a typed node
+:class:`lrne.genome.Factors` ``(A, B)``; :func:`lrne.materialize` replaces it
+by ``A·B`` to give the dense pytree of the same architecture at ``rank=0``.
+An ES member's low-rank perturbation of a weight (``perturb`` collection, see
+:mod:`lrne.nn.perturbed`) is added inside the forward pass, between the
+factors for a factorized one.
 
 The forward pass computes ``(x·A)·B``, never ``A·B``. Layers are written for one
 example; a population is evaluated with ``jax.vmap`` over members, which on
@@ -19,7 +22,7 @@ CPU for rank-4 factors of a 400-256-256-3 MLP at 256 members).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -27,6 +30,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from lrne import perturb
+from lrne.genome import Factors, LowRank, TransposedFactors
+from lrne.nn.perturbed import read
 
 Array = jax.Array
 
@@ -54,98 +59,55 @@ def dense_init(variance: float):
 
 
 def factor_init(variance: float, rank: int, a_shape: Sequence[int], b_shape: Sequence[int]):
-    """Initializer for factors ``{"A", "B"}`` such that Var((A·B)_ij) = ``variance``.
+    """Initializer for :class:`~lrne.genome.Factors` such that Var((A·B)_ij) = ``variance``.
 
     With i.i.d. zero-mean entries, Var((A·B)_ij) = rank · Var(A) · Var(B), so both
     factors get standard deviation ``(variance / rank) ** (1/4)``.
     """
     std = (variance / rank) ** 0.25
 
-    def init(key: Array) -> dict[str, Array]:
+    def init(key: Array) -> Factors:
         key_a, key_b = jax.random.split(key)
-        return {
-            "A": std * jax.random.normal(key_a, tuple(a_shape), jnp.float32),
-            "B": std * jax.random.normal(key_b, tuple(b_shape), jnp.float32),
-        }
+        return Factors(
+            std * jax.random.normal(key_a, tuple(a_shape), jnp.float32),
+            std * jax.random.normal(key_b, tuple(b_shape), jnp.float32),
+        )
 
     return init
 
 
-THIN = 8
+def _first_factor(x: Array, factors: Factors | TransposedFactors) -> Array:
+    """``x·A`` for either layout of A, over the last axis of x."""
+    if isinstance(factors, TransposedFactors):
+        if x.ndim == 1:
+            return jnp.sum(x[None, :] * factors.At, axis=1)
+        return x @ factors.At.T
+    if x.ndim == 1:
+        return jnp.sum(x[:, None] * factors.A, axis=0)
+    return x @ factors.A
 
 
-def evaluation_layout(variables: Any) -> Any:
-    """Relayout one member's ``params`` collection for population evaluation.
-
-    Takes a flax variables dict (apply under vmap for a population); other
-    collections, such as ES perturbations, are left as they are.
-
-    Each 2-D factor A (in×r) becomes ``{"At": Aᵀ, "B": B}`` and each thin dense
-    kernel W (in×out, out <= 8: policy heads) becomes ``{"Wt": Wᵀ}``, so that ``x·A`` and
-    ``x·W`` reduce over the contiguous axis. Measured on XLA:CPU for a rank-4
-    400-256-256-3 MLP at 256 members: 0.21 ms per step instead of 0.64. XLA does
-    not hoist a transpose out of the rollout loop by itself, so the evaluator
-    applies this once before the loop. Wide dense kernels keep their layout
-    (transposed they were 13x slower). Layers accept both layouts; the genome
-    itself always stores A (in×r) and W (in×out).
-    """
-
-    def visit(node: Any) -> Any:
-        if not isinstance(node, Mapping):
-            return node
-        if set(node) == {"A", "B"}:
-            if node["A"].ndim != 2:
-                return node
-            return {"At": jnp.swapaxes(node["A"], 0, 1), "B": node["B"]}
-        out = {}
-        for name, child in node.items():
-            thin = getattr(child, "ndim", 0) == 2 and child.shape[1] <= THIN
-            out[name] = {"Wt": child.T} if name == "kernel" and thin else visit(child)
-        return out
-
-    if "params" not in variables:
-        return variables
-    return {**variables, "params": visit(variables["params"])}
-
-
-def _perturbation(module: nn.Module, name: str) -> Any:
-    """The member's perturbation δ of param ``name`` (``perturb`` collection), or None."""
-    if module.has_variable("perturb", name):
-        return module.get_variable("perturb", name)
-    return None
-
-
-def _plus(y: Array, x: Array, delta: Any) -> Array:
-    """``y + x·δ`` (δ dense or low-rank), or y when there is no δ."""
+def _plus(y: Array, x: Array, delta: LowRank | None) -> Array:
+    """``y + x·δ`` for a low-rank δ, or y when there is none."""
     return y if delta is None else y + perturb.matmul(x, delta)
 
 
-def _first_factor(x: Array, factors: Mapping[str, Array]) -> Array:
-    """``x·A`` for either layout of A, over the last axis of x."""
-    if "At" in factors:
-        if x.ndim == 1:
-            return jnp.sum(x[None, :] * factors["At"], axis=1)
-        return x @ factors["At"].T
-    if x.ndim == 1:
-        return jnp.sum(x[:, None] * factors["A"], axis=0)
-    return x @ factors["A"]
+def _factor_deltas(delta: Factors | None) -> tuple[Any, Any]:
+    """The low-rank perturbations of A and B (or None) from a member's ``perturb`` entry."""
+    return (None, None) if delta is None else (delta.A, delta.B)
 
 
-def factored_matmul(x: Array, factors: Mapping[str, Array], delta: Any = None) -> Array:
-    """``(x·A)·B`` for a factor dict in either layout (see :func:`evaluation_layout`).
+def factored_matmul(x: Array, factors: Factors | TransposedFactors, delta: Any = None) -> Array:
+    """``(x·A)·B`` for factors in either layout (see :func:`lrne.genome.evaluation_layout`).
 
-    With a perturbation ``delta = {"A": δA, "B": δB}`` it computes
-    ``(x·(A + δA))·(B + δB)`` as ``h = x·A + x·δA``, ``h·B + h·δB``.
+    With a low-rank perturbation ``delta = Factors(δA, δB)`` it computes
+    ``(x·(A + δA))·(B + δB)`` as ``h = x·A + x·δA``, ``h·B + h·δB``, never
+    forming A + δA or B + δB.
     """
-    h = _plus(_first_factor(x, factors), x, None if delta is None else delta["A"])
-    y = jnp.sum(h[:, None] * factors["B"], axis=0) if h.ndim == 1 else h @ factors["B"]
-    return _plus(y, h, None if delta is None else delta["B"])
-
-
-def _bias(module: nn.Module, y: Array, features: int) -> Array:
-    y = y + module.param("bias", nn.initializers.zeros_init(), (features,))
-    delta = _perturbation(module, "bias")
-    return y if delta is None else y + delta
+    delta_a, delta_b = _factor_deltas(delta)
+    h = _plus(_first_factor(x, factors), x, delta_a)
+    y = jnp.sum(h[:, None] * factors.B, axis=0) if h.ndim == 1 else h @ factors.B
+    return _plus(y, h, delta_b)
 
 
 def _weight(module: nn.Module, name: str, init: Any, *shape: Any) -> Any:
@@ -154,6 +116,10 @@ def _weight(module: nn.Module, name: str, init: Any, *shape: Any) -> Any:
     if module.has_variable("params", name):
         return module.get_variable("params", name)
     return module.param(name, init, *shape)
+
+
+def _bias(module: nn.Module, y: Array, features: int) -> Array:
+    return y + module.param("bias", nn.initializers.zeros_init(), (features,))
 
 
 class Dense(nn.Module):
@@ -183,25 +149,20 @@ class Dense(nn.Module):
         fan_in = x.shape[-1]
         variance = self.init_scale / fan_in
         if self.rank == 0:
-            kernel = _weight(self, "kernel", dense_init(variance), (fan_in, self.features))
-            if isinstance(kernel, Mapping):  # evaluation layout: {"Wt": Wᵀ}
-                wt = kernel["Wt"]
-                y = jnp.sum(x[None, :] * wt, axis=1) if x.ndim == 1 else x @ wt.T
-            else:
-                y = x @ kernel
-            y = _plus(y, x, _perturbation(self, "kernel"))
+            kernel = self.param("kernel", dense_init(variance), (fan_in, self.features))
+            y = _plus(x @ kernel, x, read(self, "kernel"))
         else:
             _check_rank_fits("Dense", self.rank, fan_in, self.features)
             init = factor_init(variance, self.rank, (fan_in, self.rank), (self.rank, self.features))
-            y = factored_matmul(x, _weight(self, "kernel", init), _perturbation(self, "kernel"))
+            y = factored_matmul(x, _weight(self, "kernel", init), read(self, "kernel"))
         return _bias(self, y, self.features) if self.use_bias else y
 
 
 class LayerNorm(nn.Module):
     """Layer normalization over the last axis with a learned scale and bias.
 
-    Like ``flax.linen.LayerNorm``, and it adds an ES member's perturbation of
-    its scale and bias (``perturb`` collection), so ES evolves it too.
+    Computes the variance as mean((x - mean)²), two passes, where
+    ``flax.linen.LayerNorm`` uses mean(x²) - mean(x)².
     """
 
     epsilon: float = 1e-6
@@ -212,14 +173,12 @@ class LayerNorm(nn.Module):
         mean = jnp.mean(x, axis=-1, keepdims=True)
         variance = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
         y = (x - mean) * jax.lax.rsqrt(variance + self.epsilon)
-        scale = self.param("scale", nn.initializers.ones_init(), (features,))
-        delta = _perturbation(self, "scale")
-        y = y * (scale if delta is None else scale + delta)
+        y = y * self.param("scale", nn.initializers.ones_init(), (features,))
         return _bias(self, y, features)
 
 
 class Conv(nn.Module):
-    """2-D convolution over (H, W, C) inputs, kernel dense or A·B reshaped.
+    """2-D convolution over (..., H, W, C) inputs, kernel dense or A·B reshaped.
 
     The factorized kernel is A (kh, kw, in, r) · B (r, out), i.e. the (kh·kw·in)×r
     matrix A times B reshaped to (kh, kw, in, out). Convolution is linear in the
@@ -241,9 +200,8 @@ class Conv(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        unbatched = x.ndim == 3
-        if unbatched:
-            x = x[None]
+        batch = x.shape[:-3]
+        x = x.reshape(-1, *x.shape[-3:])
         kh, kw = self.kernel_size
         channels = x.shape[-1]
         fan_in = kh * kw * channels
@@ -258,24 +216,23 @@ class Conv(nn.Module):
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )
 
-        # A conv kernel is 4-D: its perturbation is dense, added to the kernel.
-        delta = _perturbation(self, "kernel")
+        # A conv kernel and factor A are 4-D: their perturbations are dense, folded
+        # into the params before the forward pass; B (r, out) may carry a low-rank one.
         if self.rank == 0:
             shape = (kh, kw, channels, self.features)
-            kernel = self.param("kernel", dense_init(variance), shape)
-            y = conv(x, kernel if delta is None else kernel + delta)
+            y = conv(x, self.param("kernel", dense_init(variance), shape))
         else:
             _check_rank_fits("Conv", self.rank, fan_in, self.features)
             init = factor_init(
                 variance, self.rank, (kh, kw, channels, self.rank), (self.rank, self.features)
             )
             factors = self.param("kernel", init)
-            a = factors["A"] if delta is None else factors["A"] + delta["A"]
-            h = conv(x, a)
-            y = _plus(h @ factors["B"], h, None if delta is None else delta["B"])
+            _, delta_b = _factor_deltas(read(self, "kernel"))
+            h = conv(x, factors.A)
+            y = _plus(h @ factors.B, h, delta_b)
         if self.use_bias:
             y = _bias(self, y, self.features)
-        return y[0] if unbatched else y
+        return y.reshape(*batch, *y.shape[1:])
 
 
 class Embed(nn.Module):
@@ -308,38 +265,34 @@ class Embed(nn.Module):
             )
             self.embedding = _weight(self, "embedding", init)
 
+    def _factor_a(self) -> Array:
+        table = self.embedding
+        return table.At.T if isinstance(table, TransposedFactors) else table.A
+
     def __call__(self, ids: Array) -> Array:
-        delta = _perturbation(self, "embedding")
+        delta = read(self, "embedding")
         if self.rank == 0:
             return _rows(self.embedding, delta, ids)
-        a = self.embedding["At"].T if "At" in self.embedding else self.embedding["A"]
-        h = _rows(a, None if delta is None else delta["A"], ids)
-        return _plus(h @ self.embedding["B"], h, None if delta is None else delta["B"])
+        delta_a, delta_b = _factor_deltas(delta)
+        h = _rows(self._factor_a(), delta_a, ids)
+        return _plus(h @ self.embedding.B, h, delta_b)
 
     def attend(self, x: Array) -> Array:
         """``x·Eᵀ``: logits over the vocabulary for a tied output decoder."""
-        delta = _perturbation(self, "embedding")
+        delta = read(self, "embedding")
         if self.rank == 0:
             return _plus_t(x @ self.embedding.T, x, delta)
-        a = self.embedding["At"].T if "At" in self.embedding else self.embedding["A"]
-        h = _plus_t(x @ self.embedding["B"].T, x, None if delta is None else delta["B"])
-        return _plus_t(h @ a.T, h, None if delta is None else delta["A"])
+        delta_a, delta_b = _factor_deltas(delta)
+        h = _plus_t(x @ self.embedding.B.T, x, delta_b)
+        return _plus_t(h @ self._factor_a().T, h, delta_a)
 
 
-def _rows(table: Array, delta: Any, ids: Array) -> Array:
+def _rows(table: Array, delta: LowRank | None, ids: Array) -> Array:
     """Rows ``ids`` of table + δ, without forming table + δ."""
     rows = jnp.take(table, ids, axis=0)
-    if delta is None:
-        return rows
-    if perturb.is_lowrank(delta):
-        return rows + jnp.moveaxis(jnp.take(delta["U"], ids, axis=1), 0, -1) @ delta["V"]
-    return rows + jnp.take(delta, ids, axis=0)
+    return rows if delta is None else rows + perturb.rows(delta, ids)
 
 
-def _plus_t(y: Array, x: Array, delta: Any) -> Array:
-    """``y + x·δᵀ`` (δ dense or low-rank), or y when there is no δ."""
-    if delta is None:
-        return y
-    if perturb.is_lowrank(delta):
-        return y + (x @ delta["V"].T) @ delta["U"]
-    return y + x @ delta.T
+def _plus_t(y: Array, x: Array, delta: LowRank | None) -> Array:
+    """``y + x·δᵀ`` for a low-rank δ, or y when there is none."""
+    return y if delta is None else y + perturb.matmul_t(x, delta)

@@ -1,4 +1,4 @@
-"""Policy networks with a rank knob, written for one example (``vmap`` for batches)."""
+"""Policy networks with a rank knob; like flax modules, they accept leading batch axes."""
 
 from __future__ import annotations
 
@@ -7,35 +7,31 @@ from collections.abc import Callable, Sequence
 import jax
 from flax import linen as nn
 
+from lrne.genome import layer_rank
 from lrne.nn.layers import Conv, Dense, check_rank
 
 Array = jax.Array
 
 
-def layer_rank(rank: int, fan_in: int, fan_out: int) -> int:
-    """The rank a model gives one layer: ``rank`` where it is below min(in, out).
-
-    A factorization at rank >= min(in, out) has more parameters than the dense
-    matrix and no less expressivity, so such layers (e.g. a 3-action output
-    head at rank 4) stay dense.
-    """
-    return rank if rank < min(fan_in, fan_out) else 0
-
-
 class MLP(nn.Module):
-    """Multi-layer perceptron over one flattened observation.
+    """Multi-layer perceptron; batched like a flax module.
+
+    One input is the last ``input_ndim`` axes of ``x``, flattened (3 for a
+    (10, 10, C) MinAtar observation); any axes before them are batch axes.
 
     Attributes:
         features: hidden widths, e.g. ``(256, 256)``.
         num_outputs: output width (logits or pre-squash actions).
         rank: factor rank of every layer where it is below min(in, out); 0 = dense.
         activation: hidden nonlinearity.
+        input_ndim: axes that make one input, >= 1.
     """
 
     features: Sequence[int]
     num_outputs: int
     rank: int = 0
     activation: Callable[[Array], Array] = nn.tanh
+    input_ndim: int = 1
 
     def __post_init__(self) -> None:
         check_rank("MLP", self.rank)
@@ -44,11 +40,17 @@ class MLP(nn.Module):
                 f"MLP: widths must be >= 1, got features={tuple(self.features)}, "
                 f"num_outputs={self.num_outputs}"
             )
+        if not isinstance(self.input_ndim, int) or self.input_ndim < 1:
+            raise ValueError(f"MLP: input_ndim must be an int >= 1, got {self.input_ndim!r}")
         super().__post_init__()
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        x = x.reshape(-1)
+        if x.ndim < self.input_ndim:
+            raise ValueError(
+                f"MLP: input of shape {x.shape} has fewer than input_ndim={self.input_ndim} axes"
+            )
+        x = x.reshape(*x.shape[: x.ndim - self.input_ndim], -1)
         widths = [*self.features, self.num_outputs]
         for i, width in enumerate(widths):
             x = Dense(width, rank=layer_rank(self.rank, x.shape[-1], width))(x)
@@ -61,8 +63,9 @@ class MinAtarCNN(nn.Module):
     """The MinAtar policy network (Young & Tian 2019): one 3×3 conv with 16
     channels, a 128-unit hidden layer, and the output layer; ReLU.
 
-    Takes one (H, W, C) observation: (10, 10, C) on MinAtar. ``strides`` > 1
-    shrinks larger images (pixel Pendulum: 32×32 at stride 2).
+    Takes (..., H, W, C) observations: (10, 10, C) on MinAtar, with any leading
+    batch axes. ``strides`` > 1 shrinks larger images (pixel Pendulum: 32×32 at
+    stride 2).
     """
 
     num_outputs: int
@@ -80,7 +83,8 @@ class MinAtarCNN(nn.Module):
         fan_in = 9 * x.shape[-1]
         rank = layer_rank(self.rank, fan_in, self.channels)
         x = Conv(self.channels, (3, 3), self.strides, rank=rank)(x)
-        x = nn.relu(x).reshape(-1)
+        x = nn.relu(x)
+        x = x.reshape(*x.shape[:-3], -1)
         x = Dense(self.hidden, rank=layer_rank(self.rank, x.shape[-1], self.hidden))(x)
         x = nn.relu(x)
         rank = layer_rank(self.rank, self.hidden, self.num_outputs)

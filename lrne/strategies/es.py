@@ -7,7 +7,7 @@ to any optimizer. Low-rank perturbations δ_i = σ·U_iᵀV_i/√r applied insid
 forward pass follow EGGROLL, *Evolution Strategies at the Hyperscale* (arXiv
 2511.16652).
 
-The population is a :class:`lrne.perturb.Population`: the mean variables are
+The population is a :class:`lrne.genome.Population`: the mean variables are
 shared and each member carries only its perturbation (low-rank: r·(m+n) numbers
 per 2-D weight), so nothing of size population × parameters exists when
 ``noise_rank > 0``. The update Σ_i w_i·U_iᵀV_i is contracted over the stacked
@@ -24,13 +24,22 @@ import jax.numpy as jnp
 import optax
 
 from lrne import perturb
-from lrne.perturb import Population
-from lrne.strategies.base import Metrics, Strategy
-from lrne.strategies.checks import check_fitness, check_int, check_positive
+from lrne.genome import Metrics, Population, PyTree
+from lrne.nn.perturbed import PERTURB
+from lrne.strategies.base import (
+    Strategy,
+    check_fitness,
+    check_int,
+    check_optimizer,
+    check_positive,
+    check_variables,
+    no_best,
+    num_nonfinite,
+    typed,
+    update_best,
+)
 from lrne.strategies.shaping import centered_rank
 from lrne.strategies.subspace import check_subspace, subspace_mask
-
-PyTree = Any
 
 
 class ESState(NamedTuple):
@@ -87,21 +96,20 @@ def es(
             f"density < 1 needs dense noise: noise_rank must be 0, got {noise_rank} "
             "(a subset of entries of a low-rank δ is not low rank)"
         )
-    if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise ValueError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
+    check_optimizer(optimizer)
     num_draws = population_size // 2 if antithetic else population_size
 
     static = density < 1 and mask == "static"
 
-    def init(key: jax.Array, params: PyTree) -> ESState:
-        if "params" not in params:
-            raise ValueError("params must be a flax variables dict with a 'params' collection")
-        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), params)
+    def init(key: jax.Array, params: PyTree, task: Any = None) -> ESState:
+        del task
+        check_variables(params)
+        params = typed(params)
         return ESState(
             mean=params,
             opt_state=optimizer.init(params["params"]),
             best_params=params,
-            best_fitness=jnp.array(-jnp.inf, jnp.float32),
+            best_fitness=no_best(),
             generation=jnp.array(0, jnp.int32),
             mask_key=key if static else None,
         )
@@ -118,14 +126,14 @@ def es(
             delta = jax.tree.map(lambda d, m: jnp.where(m, d, 0.0), delta, masks)
         if antithetic:
             delta = perturb.antithetic(delta)
-        return Population(shared=state.mean, members={"perturb": delta}), state
+        return Population(shared=state.mean, members={PERTURB: delta}), state
 
     def tell(
         key: jax.Array, state: ESState, population: Population, fitness: jax.Array
     ) -> tuple[ESState, Metrics]:
         del key
         check_fitness(fitness, population_size)
-        delta = population.members["perturb"]
+        delta = population.members[PERTURB]
         weights = fitness_shaping(fitness)
         if antithetic:
             # Σ_j (w⁺_j − w⁻_j)·δ_j: equal fitness cancels exactly, at half the work.
@@ -140,24 +148,25 @@ def es(
         updates, opt_state = optimizer.update(descent, state.opt_state, mean_params)
         new_params = optax.apply_updates(mean_params, updates)
 
-        ranked = jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)
-        best = jnp.argmax(ranked)
-        improved = ranked[best] > state.best_fitness
-        member = jax.tree.map(lambda x: x[best], delta)
-        candidate = {**state.mean, "params": perturb.apply(mean_params, member)}
-        best_params = jax.tree.map(
-            lambda new, old: jnp.where(improved, new, old), candidate, state.best_params
+        best_params, best_fitness = update_best(
+            state.best_params,
+            state.best_fitness,
+            fitness,
+            lambda i: {
+                **state.mean,
+                "params": perturb.apply(mean_params, jax.tree.map(lambda x: x[i], delta)),
+            },
         )
         state = ESState(
             mean={**state.mean, "params": new_params},
             opt_state=opt_state,
             best_params=best_params,
-            best_fitness=jnp.maximum(state.best_fitness, ranked[best]),
+            best_fitness=best_fitness,
             generation=state.generation + 1,
             mask_key=state.mask_key,
         )
         return state, {
-            "num_nonfinite": jnp.sum(~jnp.isfinite(fitness)),
+            "num_nonfinite": num_nonfinite(fitness),
             "update_norm": optax.tree.norm(updates),
         }
 

@@ -21,12 +21,21 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lrne.strategies.base import Metrics, Strategy
-from lrne.strategies.checks import check_fitness, check_int, check_positive
+from lrne.genome import Metrics, Population, PyTree
+from lrne.strategies.base import (
+    Strategy,
+    check_fitness,
+    check_int,
+    check_positive,
+    finite_mean,
+    no_best,
+    num_nonfinite,
+    ranked,
+    typed,
+    update_best,
+)
 from lrne.strategies.mutation import factor_mask, frozen_mask, init_std
 from lrne.strategies.subspace import check_subspace, lineage_ids, subspace_mask
-
-PyTree = Any
 
 
 class GAState(NamedTuple):
@@ -89,16 +98,16 @@ def ga(
     num_children = population_size - num_elites
     static = density < 1 and mask == "static"
 
-    def init(key: jax.Array, params: PyTree) -> GAState:
-        # Explicit dtypes: weak-typed inputs would retrace the step after one generation.
-        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), params)
+    def init(key: jax.Array, params: PyTree, task: Any = None) -> GAState:
+        del task
+        params = typed(params)
         elites = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_elites, *x.shape)), params)
         return GAState(
             elites=elites,
             elite_fitness=jnp.full((num_elites,), -jnp.inf, jnp.float32),
             mutation_std=init_std(params),
             best_params=params,
-            best_fitness=jnp.array(-jnp.inf, jnp.float32),
+            best_fitness=no_best(),
             generation=jnp.array(0, jnp.int32),
             lineage=jnp.full((num_elites,), -1, jnp.int32) if static else None,
             population_lineage=jnp.full((population_size,), -1, jnp.int32) if static else None,
@@ -119,7 +128,7 @@ def ga(
         drawn = jax.vmap(lambda k: subspace_mask(k, template, density))(keys)
         return jax.tree.leaves(drawn), state
 
-    def ask(key: jax.Array, state: GAState) -> tuple[PyTree, GAState]:
+    def ask(key: jax.Array, state: GAState) -> tuple[Population, GAState]:
         key_parent, key_noise = jax.random.split(key)
         parents = jax.random.randint(key_parent, (num_children,), 0, num_elites)
         frozen = frozen_mask(state.mutation_std, freeze)
@@ -147,37 +156,38 @@ def ga(
                     noise = jnp.where(subspace, noise, 0.0)
                 child = child + noise
             children.append(jnp.concatenate([leaf, child]))
-        return jax.tree.unflatten(treedef, children), state
+        members = jax.tree.unflatten(treedef, children)
+        return Population(shared={}, members=members), state
 
     def tell(
-        key: jax.Array, state: GAState, population: PyTree, fitness: jax.Array
+        key: jax.Array, state: GAState, population: Population, fitness: jax.Array
     ) -> tuple[GAState, Metrics]:
         del key
         check_fitness(fitness, population_size)
-        finite = jnp.isfinite(fitness)
-        ranked = jnp.where(finite, fitness, -jnp.inf)
+        scores = ranked(fitness)
         # Stable sort: on ties the lower slot wins, so standing elites are kept.
-        top = jnp.argsort(-ranked, stable=True)[:num_elites]
-        best = top[0]
-        improved = ranked[best] > state.best_fitness
-        best_params = jax.tree.map(
-            lambda old, pop: jnp.where(improved, pop[best], old), state.best_params, population
+        top = jnp.argsort(-scores, stable=True)[:num_elites]
+        members = population.members
+        best_params, best_fitness = update_best(
+            state.best_params,
+            state.best_fitness,
+            fitness,
+            lambda i: jax.tree.map(lambda x: x[i], members),
         )
         state = GAState(
-            elites=jax.tree.map(lambda x: x[top], population),
-            elite_fitness=ranked[top],
+            elites=jax.tree.map(lambda x: x[top], members),
+            elite_fitness=scores[top],
             mutation_std=state.mutation_std,
             best_params=best_params,
-            best_fitness=jnp.maximum(state.best_fitness, ranked[best]),
+            best_fitness=best_fitness,
             generation=state.generation + 1,
             lineage=None if state.lineage is None else state.population_lineage[top],
             population_lineage=state.population_lineage,
             mask_key=state.mask_key,
         )
-        elites_finite = jnp.isfinite(state.elite_fitness)
-        elite_mean = jnp.sum(jnp.where(elites_finite, state.elite_fitness, 0.0)) / jnp.maximum(
-            jnp.sum(elites_finite), 1
-        )
-        return state, {"num_nonfinite": jnp.sum(~finite), "elite_fitness_mean": elite_mean}
+        return state, {
+            "num_nonfinite": num_nonfinite(fitness),
+            "elite_fitness_mean": finite_mean(state.elite_fitness),
+        }
 
     return Strategy(init, ask, tell)

@@ -24,10 +24,17 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from lrne.strategies.base import Metrics, Strategy
-from lrne.strategies.checks import check_fitness, check_int, check_positive
-
-PyTree = Any
+from lrne.genome import Metrics, Population, PyTree
+from lrne.strategies.base import (
+    Strategy,
+    check_fitness,
+    check_int,
+    check_positive,
+    no_best,
+    ranked,
+    typed,
+    update_best,
+)
 
 
 class MetropolisState(NamedTuple):
@@ -60,9 +67,11 @@ def metropolis(num_chains: int, sigma: float, beta: float) -> Strategy:
     if not isinstance(beta, int | float) or math.isnan(beta) or beta <= 0:
         raise ValueError(f"beta must be a number > 0 (math.inf allowed), got {beta!r}")
 
-    def init(key: jax.Array, params: PyTree, stacked: bool = False) -> MetropolisState:
-        del key
-        params = jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), params)
+    def init(
+        key: jax.Array, params: PyTree, task: Any = None, stacked: bool = False
+    ) -> MetropolisState:
+        del key, task
+        params = typed(params)
         if not stacked:
             params = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_chains, *x.shape)), params)
         first = jax.tree.leaves(params)[0].shape[0]
@@ -73,11 +82,11 @@ def metropolis(num_chains: int, sigma: float, beta: float) -> Strategy:
             params=params,
             fitness=jnp.full((num_chains,), jnp.nan, jnp.float32),
             best_params=best,
-            best_fitness=jnp.array(-jnp.inf, jnp.float32),
+            best_fitness=no_best(),
             generation=jnp.array(0, jnp.int32),
         )
 
-    def ask(key: jax.Array, state: MetropolisState) -> tuple[PyTree, MetropolisState]:
+    def ask(key: jax.Array, state: MetropolisState) -> tuple[Population, MetropolisState]:
         scored = state.generation > 0
         leaves, treedef = jax.tree.flatten(state.params)
         keys = jax.random.split(key, len(leaves))
@@ -85,14 +94,14 @@ def metropolis(num_chains: int, sigma: float, beta: float) -> Strategy:
             x + jnp.where(scored, sigma, 0.0) * jax.random.normal(k, x.shape, x.dtype)
             for x, k in zip(leaves, keys, strict=True)
         ]
-        return jax.tree.unflatten(treedef, proposals), state
+        return Population(shared={}, members=jax.tree.unflatten(treedef, proposals)), state
 
     def tell(
-        key: jax.Array, state: MetropolisState, population: PyTree, fitness: jax.Array
+        key: jax.Array, state: MetropolisState, population: Population, fitness: jax.Array
     ) -> tuple[MetropolisState, Metrics]:
         check_fitness(fitness, num_chains)
         # NaN and ±inf rank last: such a proposal is never accepted.
-        fitness = jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)
+        fitness = ranked(fitness)
         gain = fitness - state.fitness  # = −ΔU
         if math.isinf(beta):
             accept = gain >= 0
@@ -103,20 +112,21 @@ def metropolis(num_chains: int, sigma: float, beta: float) -> Strategy:
         accept = jnp.where(state.generation > 0, accept, True)
         params = jax.tree.map(
             lambda new, old: jnp.where(accept.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
-            population,
+            population.members,
             state.params,
         )
         fitness = jnp.where(accept, fitness, state.fitness)
-        best = jnp.argmax(fitness)
-        improved = fitness[best] > state.best_fitness
-        best_params = jax.tree.map(
-            lambda p, old: jnp.where(improved, p[best], old), params, state.best_params
+        best_params, best_fitness = update_best(
+            state.best_params,
+            state.best_fitness,
+            fitness,
+            lambda i: jax.tree.map(lambda x: x[i], params),
         )
         state = MetropolisState(
             params=params,
             fitness=fitness,
             best_params=best_params,
-            best_fitness=jnp.maximum(state.best_fitness, fitness[best]),
+            best_fitness=best_fitness,
             generation=state.generation + 1,
         )
         return state, {"acceptance_rate": jnp.mean(accept.astype(jnp.float32))}

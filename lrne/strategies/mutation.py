@@ -9,14 +9,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lrne.factors import is_factors, materialize
-
-PyTree = Any
-
-
-def path_str(path: tuple) -> str:
-    """A pytree path as 'Dense_0/kernel/A'."""
-    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+from lrne.genome import Factors, PyTree, as_dense, is_node, path_str
 
 
 def frozen_mask(params: PyTree, freeze: Sequence[str]) -> PyTree:
@@ -29,13 +22,8 @@ def frozen_mask(params: PyTree, freeze: Sequence[str]) -> PyTree:
 
 def factor_mask(params: PyTree) -> PyTree:
     """Bool per leaf: True for the A and B leaves of a factorized weight."""
-
-    def mark(node: Any) -> Any:
-        if is_factors(node):
-            return {"A": True, "B": True}
-        return jax.tree.map(lambda _: False, node)
-
-    return jax.tree.map(mark, params, is_leaf=is_factors)
+    mark = lambda node: jax.tree.map(lambda _: isinstance(node, Factors), node)
+    return jax.tree.map(mark, params, is_leaf=is_node)
 
 
 def init_std(params: PyTree) -> PyTree:
@@ -47,19 +35,19 @@ def init_std(params: PyTree) -> PyTree:
     it; a constant leaf with no varying kernel beside it (a LayerNorm) gets 1.0.
     """
 
-    def visit(node: Any, dense_node: Any) -> Any:
-        if is_factors(node):
-            return type(node)({"A": jnp.std(node["A"]), "B": jnp.std(node["B"])})
+    def visit(node: Any) -> Any:
         if not isinstance(node, Mapping):
-            return jnp.std(node)
-        kernel = dense_node.get("kernel", dense_node.get("embedding"))
+            return jax.tree.map(jnp.std, node)
+        kernel = node.get("kernel", node.get("embedding"))
         fallback = jnp.float32(1.0)
-        if kernel is not None:
-            fallback = jnp.where(jnp.std(kernel) > 0, jnp.std(kernel), fallback)
+        if kernel is not None and not isinstance(kernel, Mapping):
+            spread = jnp.std(as_dense(kernel))
+            fallback = jnp.where(spread > 0, spread, fallback)
         out = {}
         for name, child in node.items():
-            std = visit(child, dense_node[name])
-            out[name] = std if isinstance(child, Mapping) else jnp.where(std > 0, std, fallback)
+            std = visit(child)
+            constant = not isinstance(child, Mapping) and not is_node(child)
+            out[name] = jnp.where(std > 0, std, fallback) if constant else std
         return type(node)(out)
 
-    return visit(params, materialize(params))
+    return visit(params)

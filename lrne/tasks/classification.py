@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from lrne.ensemble import member_outputs, top_k
-from lrne.perturb import select
+from lrne.genome import Metrics, Population, PyTree
+from lrne.nn.perturbed import apply
+from lrne.tasks.base import Task
 
-PyTree = Any
 OBJECTIVES = ("accuracy", "log_likelihood")
 
 
-class Classification:
+class Classification(Task):
     """Fitness of each member on (inputs, labels); higher is better.
 
     Args:
@@ -60,8 +60,8 @@ class Classification:
         return self.model.init(key, self.inputs[0])
 
     def apply(self, variables: PyTree, inputs: jax.Array) -> jax.Array:
-        """Logits (batch, classes) of one member."""
-        return jax.vmap(lambda x: self.model.apply(variables, x))(inputs)
+        """Logits (batch, classes) of one member (its perturbation included)."""
+        return jax.vmap(lambda x: apply(self.model, variables, x))(inputs)
 
     def score(self, logits: jax.Array, labels: jax.Array) -> jax.Array:
         """Fitness of logits (..., batch, classes) against labels (batch,)."""
@@ -70,22 +70,19 @@ class Classification:
         log_p = jax.nn.log_softmax(logits, -1)
         return jnp.mean(jnp.sum(log_p * jax.nn.one_hot(labels, logits.shape[-1]), -1), axis=-1)
 
-    def evaluate_members(self, key: jax.Array, population: PyTree) -> tuple[jax.Array, dict]:
-        """Fitness (population_size,) on the selection split; no metrics."""
-        del key
+    def evaluate_members(
+        self, keys: jax.Array, population: Population
+    ) -> tuple[jax.Array, Metrics]:
+        """Fitness (M,) on the selection split; no metrics."""
+        del keys
         return self.score(member_outputs(self.apply, population, self.inputs), self.labels), {}
 
-    def population_metrics(self, population: PyTree, fitness: jax.Array) -> dict:
+    def population_metrics(self, population: Population, fitness: jax.Array) -> Metrics:
         """``best_eval_accuracy`` and ``ensemble_accuracy``: only the top-k members run."""
-        top = top_k(fitness, min(self.ensemble_size, fitness.shape[0]))
-        best = select(population, top)
+        best = population.select(top_k(fitness, min(self.ensemble_size, fitness.shape[0])))
         eval_logits = member_outputs(self.apply, best, self.eval_inputs)
         probs = jnp.mean(jax.nn.softmax(eval_logits, axis=-1), axis=0)
         return {
             "best_eval_accuracy": jnp.mean(jnp.argmax(eval_logits[0], -1) == self.eval_labels),
             "ensemble_accuracy": jnp.mean(jnp.argmax(probs, -1) == self.eval_labels),
         }
-
-    def evaluate(self, key: jax.Array, population: PyTree) -> tuple[jax.Array, dict]:
-        fitness, _ = self.evaluate_members(key, population)
-        return fitness, self.population_metrics(population, fitness)

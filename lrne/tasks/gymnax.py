@@ -23,10 +23,9 @@ import jax.numpy as jnp
 from flax import linen as nn
 from gymnax.environments import spaces
 
-from lrne.nn.layers import evaluation_layout
-from lrne.perturb import Population
-
-PyTree = Any
+from lrne.genome import Population, PyTree
+from lrne.nn.perturbed import apply, member_variables
+from lrne.tasks.base import Task
 
 
 def make_env(env_id: str) -> tuple[Any, Any]:
@@ -80,7 +79,7 @@ def stage_sizes(num_episodes: int, compaction: float | None, min_size: int = 16)
     return sizes
 
 
-class Gymnax:
+class Gymnax(Task):
     """Fitness = mean undiscounted return over ``num_episodes`` episodes per member.
 
     Args:
@@ -145,8 +144,8 @@ class Gymnax:
         """One member's policy params."""
         return self.policy.init(key, self._obs_template)
 
-    def _act(self, params: PyTree, obs: PyTree) -> jax.Array:
-        out = self.policy.apply(params, obs)
+    def _act(self, variables: PyTree, obs: PyTree) -> jax.Array:
+        out = apply(self.policy, variables, obs)
         if isinstance(self.action_space, spaces.Discrete):
             return jnp.argmax(out)
         low, high = self.action_space.low, self.action_space.high
@@ -179,30 +178,28 @@ class Gymnax:
             alive=alive & ~done & (t + 1 < self.max_steps),
         )
 
-    def evaluate(self, key: jax.Array, population: PyTree) -> tuple[jax.Array, dict]:
-        """Fitness (population_size,) and metrics for a population.
+    def _acting(self, population: Population) -> Any:
+        """obs (M, ...) -> actions (M, ...) for every member of ``population``, in order."""
+        shared, members = population
+        act = lambda member, obs: self._act(member_variables(shared, member), obs)
+        return lambda obs: jax.vmap(act)(members, obs)
 
-        ``population`` is a variables pytree whose leaves carry a leading member
-        axis (GA), or a :class:`lrne.perturb.Population` of shared variables and
-        per-member ones (ES: a shared base and each member's perturbation).
-        ``key`` is one key, or one per member (member ``m`` then uses
-        ``key[m]`` where it would use ``fold_in(key, m)``).
+    def evaluate_members(
+        self, keys: jax.Array, population: Population
+    ) -> tuple[jax.Array, dict]:
+        """Fitness (M,): each member's mean return over ``num_episodes`` episodes.
+
+        Member ``m`` draws its episodes' randomness from ``keys[m]``.
 
         Metrics: ``env_steps`` (steps the episodes lived) and
         ``env_steps_computed`` (slot-steps executed, including masked ones).
         """
-        if isinstance(population, Population):
-            shared, population = population
-        else:
-            shared = {}
-        num_members = jax.tree.leaves(population)[0].shape[0]
+        num_members = keys.shape[0]
         per_member = self.num_episodes
         total = num_members * per_member
         episode = jnp.arange(total, dtype=jnp.int32)
         member = episode // per_member
-        if key.ndim == 0:
-            key = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_members))
-        keys = jax.vmap(lambda m, e: jax.random.fold_in(key[m], e))(member, episode % per_member)
+        keys = jax.vmap(lambda m, e: jax.random.fold_in(keys[m], e))(member, episode % per_member)
         reset_keys, step_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
         obs, env_state = jax.vmap(self.env.reset_env, (0, None))(reset_keys, self.env_params)
         slots = _Slots(
@@ -215,20 +212,11 @@ class Gymnax:
             alive=jnp.ones(total, bool),
         )
 
-        population = jax.vmap(evaluation_layout)(population)
-
-        def act_with(members: PyTree) -> Any:
-            act = lambda member, obs: self._act({**shared, **member}, obs)
-            return lambda obs: jax.vmap(act)(members, obs)
-
         # One flat vmap over slots: a nested member × episode vmap defeats the
         # multiply-sum form of factorized layers on XLA:CPU (measured 10x slower).
-        if per_member == 1:
-            act_in_order = act_with(population)
-        else:
-            act_in_order = act_with(
-                jax.tree.map(lambda x: jnp.repeat(x, per_member, 0), population)
-            )
+        if per_member > 1:
+            population = population.select(jnp.repeat(jnp.arange(num_members), per_member))
+        act_in_order = self._acting(population)
 
         t = jnp.array(0, jnp.int32)
         computed = jnp.array(0, jnp.int32)
@@ -250,8 +238,8 @@ class Gymnax:
                 lengths = lengths.at[slots.episode].set(slots.length, mode="drop")
                 if stage + 1 < len(sizes):
                     slots = _compact(slots, until, total)
-                    owner = jnp.minimum(slots.episode // per_member, num_members - 1)
-                    act = act_with(jax.tree.map(lambda x, i=owner: x[i], population))
+                    owner = jnp.minimum(slots.episode, total - 1)
+                    act = self._acting(population.select(owner))
 
         fitness = returns.reshape(num_members, per_member).mean(axis=1)
         metrics = {"env_steps": jnp.sum(lengths), "env_steps_computed": computed}
@@ -283,14 +271,12 @@ class Gymnax:
         ``i`` of a window draws its randomness from ``fold_in(keys[m], t[m] + i)``:
         members sharing a key (an antithetic pair) share the environment's noise.
         """
-        shared, members = population
-        members = jax.vmap(evaluation_layout)(members)
-        act = jax.vmap(lambda member, obs: self._act({**shared, **member}, obs))
+        act = self._acting(population)
 
         def body(inner: Unrolled, i: jax.Array) -> tuple[Unrolled, jax.Array]:
             step_keys = jax.vmap(jax.random.fold_in)(keys, t + i)
             obs, env_state, reward, done = jax.vmap(self._env_step)(
-                step_keys, inner.env_state, act(members, inner.obs)
+                step_keys, inner.env_state, act(inner.obs)
             )
             alive = inner.alive & (t + i < self.max_steps)
             reward = jnp.where(alive, reward, 0.0)

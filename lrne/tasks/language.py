@@ -15,17 +15,17 @@ import os
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from lrne.ensemble import top_k
-from lrne.perturb import Population, select
+from lrne.ensemble import member_outputs, top_k
+from lrne.genome import Metrics, Population, PyTree
+from lrne.nn.perturbed import apply
+from lrne.tasks.base import Task
 
-PyTree = Any
 TINYSHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
 )
@@ -81,7 +81,7 @@ def load_tinyshakespeare(
     return data.decode("utf-8")
 
 
-class LanguageModel:
+class LanguageModel(Task):
     """Fitness = −mean next-character cross-entropy (nats per token) on a fixed batch.
 
     Args:
@@ -151,29 +151,24 @@ class LanguageModel:
 
     def loss(self, variables: PyTree, inputs: jax.Array, targets: jax.Array) -> jax.Array:
         """Mean cross-entropy (nats per token) of one member's predictions."""
-        logits = self.model.apply(variables, inputs)
+        logits = apply(self.model, variables, inputs)
         log_p = jax.nn.log_softmax(logits, axis=-1)
         return -jnp.mean(jnp.take_along_axis(log_p, targets[..., None], axis=-1))
 
-    def _losses(self, population: PyTree, inputs: jax.Array, targets: jax.Array) -> jax.Array:
-        if isinstance(population, Population):
-            shared, members = population
-            return jax.vmap(lambda m: self.loss({**shared, **m}, inputs, targets))(members)
-        return jax.vmap(lambda m: self.loss(m, inputs, targets))(population)
+    def _losses(self, population: Population, inputs: jax.Array, targets: jax.Array) -> jax.Array:
+        loss = lambda variables, batch: self.loss(variables, *batch)
+        return member_outputs(loss, population, (inputs, targets))
 
-    def evaluate_members(self, key: jax.Array, population: PyTree) -> tuple[jax.Array, dict]:
-        """Fitness (population_size,) = −training loss; metric ``tokens`` scored."""
-        del key
+    def evaluate_members(
+        self, keys: jax.Array, population: Population
+    ) -> tuple[jax.Array, Metrics]:
+        """Fitness (M,) = −training loss; metric ``tokens`` scored."""
+        del keys
         fitness = -self._losses(population, self.inputs, self.targets)
-        members = population.members if isinstance(population, Population) else population
-        tokens = jax.tree.leaves(members)[0].shape[0] * self.inputs.size
+        tokens = population.size * self.inputs.size
         return fitness, {"tokens": jnp.asarray(tokens, jnp.int32)}
 
-    def population_metrics(self, population: PyTree, fitness: jax.Array) -> dict:
+    def population_metrics(self, population: Population, fitness: jax.Array) -> Metrics:
         """``best_eval_loss``: the fittest member's held-out loss (nats per token)."""
-        best = select(population, top_k(fitness, 1))
+        best = population.select(top_k(fitness, 1))
         return {"best_eval_loss": self._losses(best, self.eval_inputs, self.eval_targets)[0]}
-
-    def evaluate(self, key: jax.Array, population: PyTree) -> tuple[jax.Array, dict]:
-        fitness, metrics = self.evaluate_members(key, population)
-        return fitness, {**metrics, **self.population_metrics(population, fitness)}

@@ -18,15 +18,12 @@ online ES is for.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 
-from lrne import perturb
-from lrne.perturb import Population
-
-PyTree = Any
+from lrne.genome import Population, PyTree
+from lrne.nn.perturbed import member_variables
 
 
 class Lorenz:
@@ -118,8 +115,8 @@ class Lorenz:
     ) -> tuple[jax.Array, jax.Array]:
         """Advance each member ``num_steps`` steps; fitness (M, num_steps) = −loss."""
         del keys
-        base = population.shared["params"]
-        params = jax.vmap(lambda d: perturb.apply(base, d))(population.members["perturb"])
+        shared, members = population  # in evaluation form: θ + δ per member
+        params = jax.vmap(lambda m: member_variables(shared, m)["params"])(members)
 
         def body(state: jax.Array, i: jax.Array) -> tuple[jax.Array, jax.Array]:
             state, loss = jax.vmap(self.step_loss)(params, state, t + i)

@@ -1,0 +1,80 @@
+"""The task contract: score a population, higher is better.
+
+A task evaluates a :class:`~lrne.genome.Population` in three hooks, the way
+gymnax's ``step`` wraps ``step_env``: :meth:`Task.evaluate` (the template)
+puts the population in evaluation form once (:func:`lrne.nn.prepare`), has
+:meth:`Task.evaluate_members` score each member independently (the work that
+can be split over devices), then adds :meth:`Task.population_metrics`, which
+need the whole population (an ensemble, the best member's held-out loss).
+Online strategies need an :class:`Unrollable` task instead.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import jax
+import jax.numpy as jnp
+
+from lrne.genome import Metrics, Population, PyTree
+from lrne.nn.perturbed import prepare
+
+
+def member_keys(key: jax.Array, num_members: int) -> jax.Array:
+    """One key per member, ``fold_in(key, member index)``: independent of any split."""
+    return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_members))
+
+
+class Task:
+    """Base class of lrne tasks. Subclasses implement :meth:`init_params` and
+    :meth:`evaluate_members`; :meth:`population_metrics` is optional.
+
+    Per-member metrics must add up over members (counts such as ``env_steps``),
+    so that a split population's metrics are the sums of its parts.
+    """
+
+    def init_params(self, key: jax.Array) -> PyTree:
+        """One member's variables."""
+        raise NotImplementedError
+
+    def evaluate_members(
+        self, keys: jax.Array, population: Population
+    ) -> tuple[jax.Array, Metrics]:
+        """Fitness (M,) and summable metrics; member m uses ``keys[m]`` for its randomness.
+
+        ``population`` is in evaluation form (:func:`lrne.nn.prepare`).
+        """
+        raise NotImplementedError
+
+    def population_metrics(self, population: Population, fitness: jax.Array) -> Metrics:
+        """Metrics of the whole population, given every member's fitness."""
+        del population, fitness
+        return {}
+
+    def evaluate(self, key: jax.Array, population: Population) -> tuple[jax.Array, Metrics]:
+        """Fitness (population_size,) and metrics for a population; the template."""
+        population = prepare(population)
+        fitness, metrics = self.evaluate_members(member_keys(key, population.size), population)
+        return fitness, {**metrics, **self.population_metrics(population, fitness)}
+
+
+@runtime_checkable
+class Unrollable(Protocol):
+    """A task an online strategy can unroll W steps at a time.
+
+    ``horizon``: T, the episode length. ``reset(keys)``: fresh inner states, one
+    per key (leading axis). ``unroll(keys, population, inner, t, num_steps)``:
+    advance each member's inner state ``num_steps`` steps under its variables
+    (``population`` in evaluation form; ``t`` (M,) is each member's step in its
+    episode) and return the new inner states and the per-step fitness
+    (M, num_steps), higher is better. Members given the same key see the same
+    randomness.
+    """
+
+    horizon: int
+
+    def reset(self, keys: jax.Array) -> PyTree: ...
+
+    def unroll(
+        self, keys: jax.Array, population: Population, inner: PyTree, t: jax.Array, num_steps: int
+    ) -> tuple[PyTree, jax.Array]: ...
