@@ -4,9 +4,11 @@ from lrne.strategies.base import Strategy
 from lrne.strategies.es import ESState, es
 from lrne.strategies.ga import GAState, ga
 from lrne.strategies.metropolis import MetropolisState, metropolis
+from lrne.strategies.registry import REGISTRY, make
 from lrne.strategies.shaping import centered_rank, z_score
 
 __all__ = [
+    "REGISTRY",
     "ESState",
     "GAState",
     "MetropolisState",
@@ -14,6 +16,7 @@ __all__ = [
     "centered_rank",
     "es",
     "ga",
+    "make",
     "metropolis",
     "z_score",
 ]
