@@ -22,17 +22,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lrne.generation import generation_step
 from lrne.genome import Metrics, Population, PyTree
 from lrne.strategies.base import Strategy
-from lrne.tasks.base import Task, member_keys
+from lrne.tasks.base import Task
 
 AXIS = "population"
 

@@ -22,7 +22,9 @@ def fitness_stats(fitness: jax.Array) -> Metrics:
     }
 
 
-def generation_step(strategy: Strategy, task: Any) -> Callable[[Any, jax.Array], tuple[Any, Metrics]]:
+def generation_step(
+    strategy: Strategy, task: Any
+) -> Callable[[Any, jax.Array], tuple[Any, Metrics]]:
     """A pure ``(state, key) -> (state, metrics)`` for ``jax.jit`` and ``lax.scan``.
 
     Ask, evaluate (the strategy's ``evaluate`` hook: ``task.evaluate`` for

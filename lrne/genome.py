@@ -193,7 +193,7 @@ def genome_bytes(params: PyTree) -> int:
 
 
 def evaluation_layout(params: PyTree) -> PyTree:
-    """Relayout factorized weights for evaluation: 2-D :class:`Factors` -> :class:`TransposedFactors`.
+    """Relayout for evaluation: each 2-D :class:`Factors` becomes :class:`TransposedFactors`.
 
     ``x·A`` then reduces over contiguous memory (measured on XLA:CPU for a
     rank-4 400-256-256-3 MLP at 256 members: 3x faster per step). XLA does not

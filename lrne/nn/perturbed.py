@@ -82,13 +82,17 @@ RULES: dict[tuple[type, str], tuple[str, Callable]] = {
 }
 
 
+def _rule(module: nn.Module, method: str) -> tuple[str, Callable] | None:
+    for (cls, name), rule in RULES.items():
+        if name == method and isinstance(module, cls):
+            return rule
+    return None
+
+
 def _add_lowrank_terms(next_fun: Callable, args: tuple, kwargs: dict, context: Any) -> Any:
     """Interceptor: stock layers' outputs gain the member's low-rank term."""
     module = context.module
-    rule = next(
-        (r for (cls, method), r in RULES.items() if method == context.method_name and isinstance(module, cls)),
-        None,
-    )
+    rule = _rule(module, context.method_name)
     out = next_fun(*args, **kwargs)
     if rule is None or not module.has_variable(PERTURB, rule[0]):
         return out
@@ -219,4 +223,3 @@ def population_apply(
 
 
 __all__ = ["PERTURB", "apply", "member_variables", "population_apply", "prepare", "read"]
-

@@ -184,9 +184,7 @@ class Gymnax(Task):
         act = lambda member, obs: self._act(member_variables(shared, member), obs)
         return lambda obs: jax.vmap(act)(members, obs)
 
-    def evaluate_members(
-        self, keys: jax.Array, population: Population
-    ) -> tuple[jax.Array, dict]:
+    def evaluate_members(self, keys: jax.Array, population: Population) -> tuple[jax.Array, dict]:
         """Fitness (M,): each member's mean return over ``num_episodes`` episodes.
 
         Member ``m`` draws its episodes' randomness from ``keys[m]``.
