@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -60,13 +61,58 @@ def time_interleaved(
 
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+# Tiny Shakespeare's 65 characters: a generated stand-in over the same alphabet
+# gives a model the same vocabulary, so the same output layer.
+ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+QUICK_CHARS = 20_000
 
 
-def tinyshakespeare() -> str:
-    """The corpus from ../shared/data when present, else the loader's cache or download."""
+def tinyshakespeare(path: str | os.PathLike | None = None) -> str:
+    """Tiny Shakespeare from ``path``, else ../shared/data, else the loader's cache or download."""
     import lrne
 
-    return lrne.tasks.load_tinyshakespeare(CORPUS if CORPUS.exists() else None)
+    if path is None and CORPUS.exists():
+        path = CORPUS
+    return lrne.tasks.load_tinyshakespeare(path)
+
+
+def generated_text(num_chars: int = QUICK_CHARS, seed: int = 0) -> str:
+    """Deterministic pseudo-text over :data:`ALPHABET`: words, capitals, punctuation, lines.
+
+    Every character of the alphabet occurs, so a quick run needs no file outside
+    the repository and its model has the vocabulary of a full run's.
+    """
+    rng = np.random.default_rng(seed)
+    lower = list("abcdefghijklmnopqrstuvwxyz")
+    words = ["".join(rng.choice(lower, rng.integers(1, 9))) for _ in range(400)]
+    punctuation = list("!$&',-.3:;?")
+    parts = [ALPHABET]
+    size = len(ALPHABET)
+    while size < num_chars:
+        word = str(rng.choice(words))
+        if rng.random() < 0.15:
+            word = word.capitalize() if rng.random() < 0.8 else word.upper()
+        if rng.random() < 0.1:
+            word += str(rng.choice(punctuation))
+        word += "\n" if rng.random() < 0.08 else " "
+        parts.append(word)
+        size += len(word)
+    return "".join(parts)[:num_chars]
+
+
+def corpus(quick: bool, path: str | os.PathLike | None = None) -> str:
+    """The text of the language-model benchmarks.
+
+    Full runs: tiny Shakespeare (:func:`tinyshakespeare`; ``path`` must be a copy
+    of it). Quick runs: the first 20,000 characters of ``path`` (any text), or
+    without it :func:`generated_text`, so that the test suite reads nothing
+    outside the repository.
+    """
+    if not quick:
+        return tinyshakespeare(path)
+    if path is not None:
+        return Path(path).read_text(encoding="utf-8")[:QUICK_CHARS]
+    return generated_text(QUICK_CHARS)
 
 
 def median(values: list[float]) -> float:

@@ -63,7 +63,7 @@ def one_step(params, loss, sigma: float, beta: float, samples: int, chunk: int) 
         for k in jax.random.split(key, 2):
             key_ask, key_tell = jax.random.split(k)
             population, state = strategy.ask(key_ask, state)
-            state, _ = strategy.tell(key_tell, state, population, fitness(population))
+            state, _ = strategy.tell(key_tell, state, population, fitness(population.members))
         step = jax.vmap(flatten)(state.params) - flatten(params)
         return step.sum(0), (step**2).sum(0)
 
@@ -118,7 +118,7 @@ def trajectories(params, loss, chains: int, gd_steps: int, alpha: float, beta: f
     def ne_step(state, key):
         key_ask, key_tell = jax.random.split(key)
         population, state = strategy.ask(key_ask, state)
-        state, _ = strategy.tell(key_tell, state, population, fitness(population))
+        state, _ = strategy.tell(key_tell, state, population, fitness(population.members))
         return state, None
 
     def gd_unit(state, key):  # λ·per_gd = 1 unit of GD time

@@ -79,6 +79,7 @@ def main() -> None:
     one_buffer = lrne.tasks.Gymnax(env, policy, max_steps=horizon, compaction=None)
     key = jax.random.key(0)
     members = jax.vmap(compacted.init_params)(jax.random.split(key, population))
+    members = lrne.Population(shared={}, members=members)  # a GA population's shape
 
     evaluate = {
         "compacted": jax.jit(compacted.evaluate),

@@ -24,17 +24,18 @@ from common import machine, write
 import lrne
 
 
-class ProbeTask:
+class ProbeTask(lrne.tasks.Task):
     """Fitness = -mean(output²) of each member on one fixed input."""
 
     def __init__(self, model, width: int):
         self.model, self.x = model, jax.random.normal(jax.random.key(1), (width,))
 
-    def evaluate(self, key, population):
-        score = lambda member: (
-            -jnp.mean(self.model.apply({**population.shared, **member}, self.x) ** 2)
-        )
-        return jax.vmap(score)(population.members), {}
+    def init_params(self, key):
+        return self.model.init(key, self.x)
+
+    def evaluate_members(self, keys, population):
+        out = lrne.nn.population_apply(self.model, population, self.x)
+        return -jnp.mean(out**2, axis=-1), {}
 
 
 class ProbeUnroll(ProbeTask):
@@ -46,7 +47,7 @@ class ProbeUnroll(ProbeTask):
         return jnp.zeros(keys.shape[0])
 
     def unroll(self, keys, population, inner, t, num_steps):
-        fitness, _ = self.evaluate(keys, population)
+        fitness, _ = self.evaluate_members(keys, population)
         return inner, jnp.tile(fitness[:, None], (1, num_steps))
 
 
@@ -62,8 +63,8 @@ def main() -> None:
     args = parser.parse_args()
     width, population = (100, 64) if args.quick else (1000, 4096)
     model = lrne.nn.MLP((width,), 10)
-    variables = model.init(jax.random.key(0), jnp.zeros(width))
     task = ProbeTask(model, width)
+    variables = model.init(jax.random.key(0), jnp.zeros(width))
 
     lowrank = lrne.es(population, 0.01, optax.sgd(0.01), noise_rank=1)
     dense = lrne.es(population, 0.01, optax.sgd(0.01), noise_rank=0)

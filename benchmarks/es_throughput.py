@@ -35,12 +35,17 @@ from evosax.problems import GymnaxProblem
 from ga_vs_evosax import EvosaxPolicy, evosax_generation
 
 import lrne
-from lrne.perturb import Population
+
+
+def obs_ndim(env_id: str) -> int:
+    """Axes of one observation: the MLP flattens them into one input ((10, 10, C) on MinAtar)."""
+    env, env_params = lrne.tasks.make_env(env_id)
+    return len(env.observation_space(env_params).shape)
 
 
 def throughput(env_id: str, hidden: tuple[int, ...], population: int, steps: int, reps: int):
     """Seconds per full-length evaluation: rank-1 perturbed vs plain shared weights."""
-    policy = lrne.nn.MLP(hidden, lrne.tasks.action_size(env_id))
+    policy = lrne.nn.MLP(hidden, lrne.tasks.action_size(env_id), input_ndim=obs_ndim(env_id))
     task = lrne.tasks.Gymnax(env_id, policy, max_steps=steps, early_exit=False)
     strategy = lrne.es(population, 0.05, optax.sgd(0.01), noise_rank=1)
     key = jax.random.key(0)
@@ -48,7 +53,7 @@ def throughput(env_id: str, hidden: tuple[int, ...], population: int, steps: int
     perturbed, _ = jax.jit(strategy.ask)(key, state)
     # Plain inference: the same shared weights and batch, no per-member variables
     # (an unused per-member collection only sets the batch size).
-    plain = Population(shared=state.mean, members={"batch": {"index": jnp.arange(population)}})
+    plain = lrne.Population(state.mean, {"batch": {"index": jnp.arange(population)}})
     evaluate = jax.jit(task.evaluate)
     runs = {
         "lowrank": (lambda _, k: evaluate(k, perturbed), None),
@@ -70,7 +75,8 @@ def generation_times(population: int, hidden: tuple[int, ...], steps: int, reps:
     evo_state = evo.init(key, solution, evo_params)
     evosax_step = evosax_generation(evo, evo_params, problem, problem.init(key))
 
-    task = lrne.tasks.Gymnax(env_id, lrne.nn.MLP(hidden, 3), max_steps=steps, early_exit=False)
+    policy = lrne.nn.MLP(hidden, 3, input_ndim=obs_ndim(env_id))
+    task = lrne.tasks.Gymnax(env_id, policy, max_steps=steps, early_exit=False)
     strategy = lrne.es(population, 0.05, optax.sgd(0.01), noise_rank=1)
     state = strategy.init(key, task.init_params(key))
     generation = jax.jit(lrne.generation_step(strategy, task))

@@ -65,7 +65,8 @@ def evosax_step(population_size: int, hidden: tuple[int, ...], steps: int, key: 
 
 
 def lrne_step(population_size: int, hidden: tuple[int, ...], steps: int, rank: int, key):
-    policy = lrne.nn.MLP(hidden, 3, rank=rank)
+    # input_ndim=3: one (10, 10, 4) observation, flattened, is one input.
+    policy = lrne.nn.MLP(hidden, 3, rank=rank, input_ndim=3)
     task = lrne.tasks.Gymnax(ENV, policy, max_steps=steps, early_exit=False)
     strategy = lrne.ga(population_size, num_elites=population_size // 16, sigma=0.1)
     state = strategy.init(key, task.init_params(key))

@@ -9,7 +9,10 @@ members' batches stacked into one batch under one set of weights. Tokens per
 second of each, warm, medians of interleaved repetitions, in one process.
 Writes benchmarks/results/lm_throughput.json.
 
-    python benchmarks/lm_throughput.py [--quick]
+    python benchmarks/lm_throughput.py [--quick] [--text PATH]
+
+Full runs use tiny Shakespeare (``--text`` or ../shared/data/tinyshakespeare.txt);
+quick runs use 20,000 characters of ``--text`` or of a generated text.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import argparse
 import jax
 import jax.numpy as jnp
 import optax
-from common import machine, median, time_interleaved, tinyshakespeare, write
+from common import corpus, machine, median, time_interleaved, write
 
 import lrne
 from lrne.nn.transformer import Transformer
@@ -28,18 +31,22 @@ from lrne.nn.transformer import Transformer
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="toy size, for CI")
+    parser.add_argument("--text", help="the corpus (full runs: a tiny Shakespeare copy)")
     args = parser.parse_args()
     population, batch, context, reps = (8, 4, 16, 3) if args.quick else (64, 16, 64, 15)
-    text = tinyshakespeare()
+    text = corpus(args.quick, args.text)
     model = Transformer.preset("full", len(lrne.tasks.LanguageModel.vocabulary(text)))
     task = lrne.tasks.LanguageModel(model, text, context=context, batch_size=batch)
     strategy = lrne.es(population, 0.05, optax.sgd(0.01), noise_rank=1)
     state = strategy.init(jax.random.key(0), task.init_params(jax.random.key(1)))
     members, _ = jax.jit(strategy.ask)(jax.random.key(2), state)
+    keys = lrne.tasks.member_keys(jax.random.key(4), population)
 
     def lowrank_loss(_, key):
+        # Task.evaluate without its best-member metric: the evaluation form (dense
+        # δ of biases and norms folded in once), then every member's forward pass.
         del key
-        fitness, _ = task.evaluate_members(None, members)
+        fitness, _ = task.evaluate_members(keys, lrne.nn.prepare(members))
         return fitness
 
     # The same tokens as one batch of population × batch sequences, shared weights.
@@ -69,6 +76,7 @@ def main() -> None:
             "tokens_per_evaluation": tokens,
             "noise_rank": 1,
             "repetitions": reps,
+            "text": "tiny Shakespeare" if not args.quick else "quick: 20,000 characters",
             "quick": args.quick,
         },
         "machine": machine(),

@@ -73,7 +73,8 @@ def main() -> None:
 
     breakout = lrne.tasks.Gymnax(
         "Breakout-MinAtar",
-        lrne.nn.MLP((s["width"], s["width"]), 3, rank=4),
+        # input_ndim=3: one (10, 10, 4) observation, flattened, is one input.
+        lrne.nn.MLP((s["width"], s["width"]), 3, rank=4, input_ndim=3),
         max_steps=s["max_steps"],
     )
     cartpole = lrne.tasks.Gymnax(
@@ -102,11 +103,7 @@ def main() -> None:
     for name, (strategy, size, task, online) in strategies.items():
         params = task.init_params(jax.random.key(0))
         dense_params = lrne.count_params(lrne.materialize(params))
-        state = (
-            strategy.init(jax.random.key(1), params, task)
-            if online
-            else strategy.init(jax.random.key(1), params)
-        )
+        state = strategy.init(jax.random.key(1), params, task)
         runs, exchanged = {}, {}
         for n in DEVICES:
             mesh = population_mesh(jax.devices()[:n])

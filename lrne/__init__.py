@@ -17,24 +17,43 @@ from lrne.genome import (
     genome_bytes,
     materialize,
 )
-from lrne.strategies import ESState, GAState, MetropolisState, Strategy, es, ga, metropolis
+from lrne.runner import Callback, RunResult, evaluate_best, run
+from lrne.strategies import (
+    ESState,
+    GAState,
+    MetropolisState,
+    OnlineESState,
+    Strategy,
+    es,
+    full_es,
+    ga,
+    metropolis,
+    nres,
+    pes,
+    tes,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Callback",
     "ESState",
     "Factors",
     "GAState",
     "LowRank",
     "MetropolisState",
+    "OnlineESState",
     "Population",
+    "RunResult",
     "Strategy",
     "count_params",
     "distributed",
     "ensemble_predict",
     "es",
+    "evaluate_best",
     "factorize",
     "fitness_stats",
+    "full_es",
     "ga",
     "generation_step",
     "genome",
@@ -42,9 +61,13 @@ __all__ = [
     "materialize",
     "metropolis",
     "nn",
+    "nres",
     "perturb",
+    "pes",
+    "run",
     "sharded_generation_step",
     "strategies",
     "tasks",
+    "tes",
     "wrappers",
 ]

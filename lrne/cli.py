@@ -12,6 +12,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -211,139 +212,86 @@ def _plot(history: list[dict[str, Any]], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _restore(directory: Path, template: Any) -> tuple[int, Any]:
-    """The latest checkpoint that restores cleanly: (next generation, state).
-
-    A truncated or corrupted checkpoint is reported and moved aside to
-    ``directory/unreadable-<step>`` (kept, never deleted) so the run can write
-    that step again.
-    """
-    import jax
-    import orbax.checkpoint as ocp
-
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-    with ocp.CheckpointManager(directory) as manager:
-        steps = sorted(manager.all_steps(), reverse=True)
-        for step in steps:
-            try:
-                state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-            except Exception as error:  # orbax raises several types for damaged files
-                print(
-                    f"checkpoint {step} is unreadable ({type(error).__name__}); "
-                    f"moved to unreadable-{step}, trying an older one"
-                )
-                (directory / str(step)).rename(directory / f"unreadable-{step}")
-                continue
-            print(f"resuming from generation {step}")
-            return step, state
-    print("no readable checkpoint: starting from generation 0")
-    return 0, template
-
-
-def _read_history(path: Path, until: int) -> list[dict[str, Any]]:
-    """Metrics rows of generations before ``until`` (a killed run may have written more)."""
-    rows = []
-    if path.exists():
-        for line in path.read_text().splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:  # a line cut by the kill
-                continue
-            if row.get("generation", until) < until:
-                rows.append(row)
-    return rows
-
-
-def train(args: argparse.Namespace) -> dict[str, Any]:
-    """Run ``lrne train``; returns the summary it writes."""
-    import jax
-    import orbax.checkpoint as ocp
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
+def build(args: argparse.Namespace) -> tuple[Any, Any]:
+    """The GA and the gymnax task of ``lrne train``; ValueError names a bad option."""
     import lrne
 
+    env, env_params = lrne.tasks.make_env(args.env)
+    # One observation is the policy's input: 3 axes for MinAtar's (10, 10, C).
+    obs_ndim = len(env.observation_space(env_params).shape)
+    policy = lrne.nn.MLP(
+        args.hidden,
+        lrne.tasks.action_size(env, env_params),
+        rank=args.rank,
+        input_ndim=max(1, obs_ndim),
+    )
+    task = lrne.tasks.Gymnax(env, policy, num_episodes=args.num_episodes, env_params=env_params)
+    return lrne.ga(args.population_size, args.num_elites, args.sigma), task
+
+
+class _Announce:
+    """Says where a resumed run starts (printed above the progress bar)."""
+
+    def on_start(self, generation: int, state: Any) -> None:
+        if generation:
+            print(f"resuming from generation {generation}")
+        else:
+            print("no readable checkpoint: starting from generation 0")
+
+    def on_generation(self, generation: int, row: dict, state: Any) -> None:
+        pass
+
+    def on_end(self, result: Any) -> None:
+        pass
+
+
+def train(args: argparse.Namespace, strategy: Any = None, task: Any = None) -> dict[str, Any]:
+    """Run ``lrne train``; returns the summary it writes."""
+    import jax
+
+    import lrne
+    from lrne.callbacks import MetricsLog, ProgressBar
+    from lrne.checkpoint import save_params
+
+    start = time.perf_counter()
+    if strategy is None or task is None:
+        strategy, task = build(args)
     output = args.output.resolve()
-    policy = lrne.nn.MLP(args.hidden, lrne.tasks.action_size(args.env), rank=args.rank)
-    task = lrne.tasks.Gymnax(args.env, policy, num_episodes=args.num_episodes)
-    strategy = lrne.ga(args.population_size, args.num_elites, args.sigma)
-    key_params, key_init, key_run, key_test = jax.random.split(jax.random.key(args.seed), 4)
-    params = task.init_params(key_params)
-    state = strategy.init(key_init, params)
+    key_run, key_test = jax.random.split(jax.random.key(args.seed))
+    if args.resume is None:
+        # A new run: the run state of an earlier one in the same directory goes.
+        shutil.rmtree(output / "run_state", ignore_errors=True)
+        config = {name: getattr(args, name) for name in CONFIG_KEYS}
+        (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    log = MetricsLog(output / "metrics.jsonl")
+    callbacks: list[Any] = [log] if args.resume is None else [_Announce(), log]
     # The population is split over all local devices; any device count gives
     # the same bits (tests/test_distributed.py, tests/test_cli.py).
     devices = jax.local_devices()
-    mesh = lrne.distributed.population_mesh(devices)
-    step = jax.jit(lrne.sharded_generation_step(strategy, task, args.population_size, mesh))
-    state = lrne.distributed.replicate(state, mesh)
-    keys = jax.random.split(key_run, args.generations)  # generation g always uses keys[g]
-
-    # The run state is the strategy state plus the next generation's index: keys
-    # and the task are functions of the seed, so a resumed run repeats exactly.
-    history: list[dict[str, Any]] = []
-    first = 0
-    if args.resume is not None:
-        first, state = _restore(output / "run_state", state)
-        history = _read_history(output / "metrics.jsonl", first)
-    else:
-        config = {name: getattr(args, name) for name in CONFIG_KEYS}
-        (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    start = time.perf_counter()
-    columns = (
-        TextColumn("[bold]gen"),
-        MofNCompleteColumn(),
-        BarColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-    )
-    manager = ocp.CheckpointManager(
-        output / "run_state", options=ocp.CheckpointManagerOptions(max_to_keep=3)
-    )
-    # Rewrite the log up to the restored generation: rows past it are recomputed.
-    (output / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in history))
-    with (
-        Progress(*columns, transient=False) as progress,
-        (output / "metrics.jsonl").open("a") as log,
-    ):
-        bar = progress.add_task("train", total=args.generations, completed=first, info="compiling…")
-        for generation in range(first, args.generations):
-            key = keys[generation]
-            tick = time.perf_counter()
-            state, metrics = step(state, key)
-            row = {k: v.item() for k, v in jax.device_get(metrics).items()}
-            elapsed = time.perf_counter() - tick
-            row |= {"generation": generation, "seconds": elapsed}
-            history.append(row)
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-            info = (
-                f"best {row['best_fitness']:.1f}  mean {row['fitness_mean']:.1f}  "
-                f"{row['env_steps'] / elapsed:,.0f} env steps/s"
-            )
-            progress.update(bar, advance=1, info=info)
-            done = generation + 1
-            if done == args.generations or (
-                args.checkpoint_every and done % args.checkpoint_every == 0
-            ):
-                manager.save(done, args=ocp.args.StandardSave(state))
-    manager.wait_until_finished()
-    manager.close()
-
-    checkpointer = ocp.StandardCheckpointer()
-    checkpointer.save(output / "checkpoint", state.best_params, force=True)
-    checkpointer.wait_until_finished()
-    _plot(history, output / "learning_curve.png", f"lrne GA, rank {args.rank}, {args.env}")
+    with ProgressBar(args.generations) as bar:
+        result = lrne.run(
+            strategy,
+            task,
+            key_run,
+            args.generations,
+            callbacks=[*callbacks, bar],
+            checkpoint_dir=output / "run_state",
+            checkpoint_every=args.checkpoint_every,
+            mesh=lrne.distributed.population_mesh(devices),
+        )
+    best_params = result.state.best_params
+    save_params(output / "checkpoint", best_params)
+    _plot(log.rows, output / "learning_curve.png", f"lrne GA, rank {args.rank}, {args.env}")
 
     # Score the best member on fresh episodes: its training fitness is a max over noisy draws.
-    test_task = lrne.tasks.Gymnax(args.env, policy, num_episodes=32)
-    best = jax.tree.map(lambda x: x[None], state.best_params)
-    test_return = float(jax.jit(test_task.evaluate)(key_test, best)[0][0])
+    test_return = lrne.evaluate_best(task, best_params, key_test, num_episodes=32)
     summary = {
         "env": args.env,
         "generations": args.generations,
-        "best_fitness": history[-1]["best_fitness"],
+        "best_fitness": log.rows[-1]["best_fitness"],
         "best_params_test_return_32_episodes": test_return,
-        "num_params": lrne.count_params(params),
-        "genome_bytes": lrne.genome_bytes(params),
+        "num_params": lrne.count_params(best_params),
+        "genome_bytes": lrne.genome_bytes(best_params),
         "wall_seconds": time.perf_counter() - start,
         "devices": len(devices),
     }
@@ -362,7 +310,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         train_parser = parser._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
         _check_train_args(train_parser, args)
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        train(args)
+        try:
+            strategy, task = build(args)
+        except ValueError as error:  # an environment the policy cannot take, e.g. scalar obs
+            train_parser.error(f"argument --env: {error}")
+        train(args, strategy, task)
     return 0
 
 

@@ -140,6 +140,26 @@ def leaf_name(path: tuple) -> str:
     return str(getattr(last, "key", getattr(last, "name", getattr(last, "idx", last))))
 
 
+def param_name(path: tuple) -> str:
+    """The name of the flax param a leaf belongs to: the last dict key of its path.
+
+    For a plain param it is the leaf's own name; for the factor ``A`` of a
+    :class:`Factors` stored as ``kernel`` it is ``"kernel"``.
+    """
+    names = [k.key for k in path if isinstance(k, jax.tree_util.DictKey)]
+    return str(names[-1]) if names else ""
+
+
+def is_weight_matrix(path: tuple, leaf: Any) -> bool:
+    """A 2-D weight a layer multiplies by: a ``kernel``/``embedding`` matrix or a factor of one.
+
+    Such leaves are what a layer can perturb with a low-rank δ inside its
+    matmul; other 2-D params (a DenseGeneral bias of shape (2, 3), a learned
+    position table added to the input) are not multiplied by anything.
+    """
+    return jnp.ndim(leaf) == 2 and param_name(path) in FACTORIZABLE
+
+
 def path_str(path: tuple) -> str:
     """A pytree path as 'Dense_0/kernel/A'."""
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)

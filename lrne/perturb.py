@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lrne.genome import LowRank, PyTree
+from lrne.genome import LowRank, PyTree, is_weight_matrix
 
 
 def is_lowrank(node: Any) -> bool:
@@ -33,14 +33,17 @@ def sample(key: jax.Array, params: PyTree, sigma: float, noise_rank: int) -> PyT
     """One member's perturbation δ for ``params`` (a params collection).
 
     ``noise_rank=0``: dense Gaussian noise of std sigma on every leaf.
-    ``noise_rank=r``: 2-D leaves get δ = (sigma/√r)·UᵀV with U, V ~ N(0, 1) of
-    shapes (r, m), (r, n); other leaves get dense noise.
+    ``noise_rank=r``: 2-D weight matrices (:func:`lrne.genome.is_weight_matrix`:
+    a ``kernel`` or ``embedding``, or a factor A, B of one) get
+    δ = (sigma/√r)·UᵀV with U, V ~ N(0, 1) of shapes (r, m), (r, n); other
+    leaves (biases, norms, conv kernels, any other 2-D param, which no layer
+    multiplies by) get dense noise.
     """
-    leaves, treedef = jax.tree.flatten(params)
-    keys = jax.random.split(key, len(leaves))
+    paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    keys = jax.random.split(key, len(paths_leaves))
     out = []
-    for leaf, k in zip(leaves, keys, strict=True):
-        if noise_rank > 0 and leaf.ndim == 2:
+    for (path, leaf), k in zip(paths_leaves, keys, strict=True):
+        if noise_rank > 0 and is_weight_matrix(path, leaf):
             key_u, key_v = jax.random.split(k)
             m, n = leaf.shape
             scale = sigma / math.sqrt(noise_rank)

@@ -19,10 +19,18 @@ if _OWN_CACHE:
 import jax  # noqa: E402 (after the environment above, which jax reads at import)
 import pytest  # noqa: E402
 
+from lrne.strategies import REGISTRY  # noqa: E402
+
 
 @pytest.fixture
 def key() -> jax.Array:
     return jax.random.key(0)
+
+
+@pytest.fixture(params=sorted(REGISTRY))
+def strategy_name(request: pytest.FixtureRequest) -> str:
+    """Every registered strategy (evosax style: the registry feeds the shared tests)."""
+    return request.param
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

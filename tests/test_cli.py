@@ -5,10 +5,12 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 import pytest
 
-from lrne.cli import main
+from lrne.cli import build, build_parser, main
 
 
 @pytest.mark.parametrize(
@@ -24,6 +26,7 @@ from lrne.cli import main
         (["--generations", "0"], "--generations"),
         (["--hidden", "64,x"], "--hidden"),
         (["--output", "/proc/forbidden/run"], "--output"),
+        (["--env", "FrozenLake-misc"], "--env"),  # scalar observations: no MLP input
     ],
 )
 def test_bad_input_is_one_line_exit_2(capsys, argv, names):
@@ -50,6 +53,18 @@ def test_help_explains_every_option(capsys):
         "--output",
     ]:
         assert option in out
+
+
+@pytest.mark.parametrize(("env", "input_ndim"), [("CartPole-v1", 1), ("Breakout-MinAtar", 3)])
+def test_the_policy_takes_one_observation_of_the_env(env, input_ndim):
+    args = build_parser().parse_args(["train", "--env", env])
+    _, task = build(args)
+    assert task.policy.input_ndim == input_ndim
+    params = task.init_params(jax.random.key(0))
+    # One observation gives one action's outputs; a batch of them gives a batch.
+    obs, _ = task.env.reset(jax.random.key(1), task.env_params)
+    assert task.policy.apply(params, obs).shape == (task.num_outputs,)
+    assert task.policy.apply(params, jnp.stack([obs] * 3)).shape == (3, task.num_outputs)
 
 
 def test_tiny_run_writes_metrics_checkpoint_and_plot(tmp_path):

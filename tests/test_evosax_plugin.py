@@ -1,5 +1,6 @@
 """lrne strategies behind evosax 0.3's ask/tell API, checked as evosax checks its own."""
 
+import math
 import subprocess
 import sys
 
@@ -8,14 +9,26 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from evosax import algorithms
+from evosax.algorithms import distribution_based, population_based
 from evosax.problems import BBOBProblem, GymnaxProblem
 from flax import linen as nn
 
 import lrne
-from lrne.integrations.evosax import FactorizedGA, LowRankES, LowRankNRES, register
+from lrne.integrations.evosax import (
+    PLUGINS,
+    FactorizedGA,
+    LowRankES,
+    LowRankNRES,
+    NativeDistributionAlgorithm,
+    NativePopulationAlgorithm,
+    register,
+)
+from lrne.nn.perturbed import member_variables
 
 CLASSES = [LowRankES, FactorizedGA, LowRankNRES]
 POPULATION, GENERATIONS = 8, 16
+SMALL = {LowRankNRES: {"truncation_length": 2, "horizon": 4}}
 
 
 def sphere():
@@ -23,15 +36,18 @@ def sphere():
     return problem, problem.init(jax.random.key(0))
 
 
+def build(cls, population_size, solution, **kwargs):
+    return cls(population_size=population_size, solution=solution, **SMALL.get(cls, {}), **kwargs)
+
+
 def init_state(algo, key, problem, problem_state):
     """evosax's two init signatures: a mean, or an evaluated initial population."""
     params = algo.default_params
-    solution = problem.sample(key)
-    if isinstance(algo, FactorizedGA):
+    if isinstance(algo, NativePopulationAlgorithm):
         population = jax.vmap(problem.sample)(jax.random.split(key, algo.population_size))
         fitness, _, _ = problem.eval(key, population, problem_state)
         return algo.init(key, population, fitness, params)
-    return algo.init(key, solution, params)
+    return algo.init(key, problem.sample(key), params)
 
 
 def make_step(algo, problem, problem_state, sign=1.0):
@@ -48,36 +64,124 @@ def make_step(algo, problem, problem_state, sign=1.0):
     return step
 
 
+def comparable(tree):
+    """Typed keys as their raw data, so whole states compare leaf by leaf."""
+    is_key = lambda x: jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+    return jax.tree.map(lambda x: jax.random.key_data(x) if is_key(x) else x, tree)
+
+
+# evosax's own algorithm tests (tests/test_{distribution,population}_based.py: test_run,
+# test_run_scan, test_base_api), run on the registered names with only the arguments
+# evosax passes: population_size and solution.
+
+
+@pytest.fixture(params=sorted(PLUGINS))
+def registered(request):
+    register()
+    return request.param, algorithms.algorithms[request.param]
+
+
+def evosax_run(name, cls, scan):
+    key = jax.random.key(0)
+    problem, _ = sphere()
+    algo = cls(population_size=POPULATION, solution=problem.sample(key))
+    params = algo.default_params
+    key, subkey = jax.random.split(key)
+    problem_state = problem.init(subkey)
+    if name in distribution_based.distribution_based_algorithms:
+        state = algo.init(subkey, problem.sample(subkey), params)
+    else:
+        population = jax.vmap(problem.sample)(jax.random.split(subkey, POPULATION))
+        fitness, problem_state, _ = problem.eval(key, population, problem_state)
+        state = algo.init(subkey, population, fitness, params)
+
+    def step(carry, _):
+        key, state, problem_state = carry
+        key, key_ask, key_tell = jax.random.split(key, 3)
+        population, state = algo.ask(key_ask, state, params)
+        fitness, problem_state, _ = problem.eval(key_tell, population, problem_state)
+        state, metrics = algo.tell(key_tell, population, fitness, state, params)
+        return (key, state, problem_state), metrics["best_fitness"]
+
+    carry = (key, state, problem_state)
+    if scan:
+        _, log = jax.lax.scan(step, carry, jnp.zeros(GENERATIONS))
+    else:
+        log = []
+        for _ in range(GENERATIONS):
+            carry, best = step(carry, None)
+            log.append(best)
+        log = jnp.stack(log)
+    assert log.shape == (GENERATIONS,)
+    assert np.all(np.isfinite(log))
+
+
+def test_evosax_run(registered):
+    evosax_run(*registered, scan=False)
+
+
+def test_evosax_run_scan(registered):
+    evosax_run(*registered, scan=True)
+
+
+def test_evosax_base_api(registered):
+    name, cls = registered
+    key = jax.random.key(0)
+    problem, _ = sphere()
+    algo = cls(population_size=POPULATION, solution=jnp.zeros(2))
+    params = algo.default_params
+    population, fitness = jnp.zeros((POPULATION, 2)), jnp.zeros(POPULATION)
+    if name in distribution_based.distribution_based_algorithms:
+        state = algo.init(key, problem.sample(key), params)
+        np.testing.assert_array_equal(algo.get_mean(state), problem.sample(key))
+    else:
+        state = algo.init(key, population, fitness, params)
+        assert algo.get_best_solution(state).shape == (2,)
+        assert algo.get_population(state).shape == (POPULATION, 2)
+    metrics = algo.metrics_fn(key, population, fitness, state, params)
+    expected = {"best_fitness", "best_solution", "best_fitness_in_generation"}
+    assert expected <= set(metrics)
+
+
+# lrne's checks.
+
+
 @pytest.mark.parametrize("cls", CLASSES)
-def test_sphere_in_a_loop_and_in_scan(cls):
+def test_loop_equals_scan_and_the_archive_is_the_best_seen(cls):
     problem, problem_state = sphere()
-    kwargs = {"truncation_length": 2, "horizon": 4} if cls is LowRankNRES else {}
-    algo = cls(population_size=POPULATION, solution=problem.sample(jax.random.key(0)), **kwargs)
+    algo = build(cls, POPULATION, problem.sample(jax.random.key(0)))
     step = jax.jit(make_step(algo, problem, problem_state))
-    key = jax.random.key(1)
-    state0 = init_state(algo, key, problem, problem_state)
+    state0 = init_state(algo, jax.random.key(1), problem, problem_state)
     keys = jax.random.split(jax.random.key(2), GENERATIONS)
-    state = state0
+    state, looped = state0, []
     for k in keys:
         state, metrics = step(state, k)
+        looped.append(metrics["best_fitness_in_generation"])
     scanned, history = jax.lax.scan(step, state0, keys)
-    np.testing.assert_allclose(scanned.best_fitness, state.best_fitness, rtol=1e-5)
-    assert history["best_fitness"].shape == (GENERATIONS,)
-    assert {"best_fitness", "best_solution", "generation_counter"} <= set(metrics)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        comparable(scanned),
+        comparable(state),
+    )
+    np.testing.assert_allclose(history["best_fitness_in_generation"], looped, rtol=1e-5)
     assert int(state.generation_counter) == GENERATIONS
-    best = algo.get_best_solution(state)
-    assert best.shape == (2,) and np.all(np.isfinite(best))
-    if hasattr(algo, "get_mean"):
-        assert algo.get_mean(state).shape == (2,)
-    # The archive improved on the sphere: the best fitness fell below the first generation's.
-    assert float(state.best_fitness) <= float(history["best_fitness"][0])
+    # The archive holds the lowest loss seen (initial population included) and its member.
+    seen = np.concatenate([np.atleast_1d(state0.best_fitness), np.asarray(looped)])
+    assert float(state.best_fitness) == pytest.approx(float(np.nanmin(seen)), rel=1e-6)
+    best = algo._unravel_solution(state.best_solution)
+    rescored, _, _ = problem.eval(jax.random.key(3), best[None], problem_state)
+    assert float(rescored[0]) == pytest.approx(float(state.best_fitness), rel=1e-5)
+    # The native state agrees, with the sign flipped once.
+    assert float(state.native.best_fitness) == pytest.approx(-float(state.best_fitness), rel=1e-6)
+    if isinstance(algo, NativeDistributionAlgorithm):
+        np.testing.assert_array_equal(algo.get_mean(state), state.native.mean["params"])
+        np.testing.assert_array_equal(algo.get_best_solution(state), best)
 
 
 @pytest.mark.parametrize("cls", CLASSES)
 def test_jit_and_vmap_over_seeds(cls):
     problem, problem_state = sphere()
-    kwargs = {"truncation_length": 2, "horizon": 4} if cls is LowRankNRES else {}
-    algo = cls(population_size=POPULATION, solution=problem.sample(jax.random.key(0)), **kwargs)
+    algo = build(cls, POPULATION, problem.sample(jax.random.key(0)))
     step = make_step(algo, problem, problem_state)
 
     def run(seed):
@@ -124,28 +228,34 @@ def quadratic_fitness(params):
     return -jnp.sum((params["w"] - 1.0) ** 2) - jnp.sum((params["b"] + 0.5) ** 2)
 
 
-def test_lowrank_es_follows_the_native_trajectory():
+@pytest.mark.parametrize("noise_rank", [0, 1])
+def test_lowrank_es_follows_the_native_trajectory(noise_rank):
     params = {"w": jnp.zeros((4, 3)), "b": jnp.zeros(3)}
-    native = lrne.es(16, 0.1, optax.adam(0.05), noise_rank=1)
+    native = lrne.es(16, 0.1, optax.adam(0.05), noise_rank=noise_rank)
     native = native._replace(ask=jax.jit(native.ask), tell=jax.jit(native.tell))
-    algo = LowRankES(16, params, sigma=0.1, optimizer=optax.adam(0.05), noise_rank=1)
+    algo = LowRankES(16, params, sigma=0.1, optimizer=optax.adam(0.05), noise_rank=noise_rank)
     state = native.init(jax.random.key(0), {"params": params})
     evo_state = algo.init(jax.random.key(0), params, algo.default_params)
-    for k in jax.random.split(jax.random.key(1), 10):
+    for i, k in enumerate(jax.random.split(jax.random.key(1), 10)):
         key_ask, key_tell = jax.random.split(k)
         population, state = native.ask(key_ask, state)
-        base = population.shared["params"]
-        members = jax.vmap(lambda d, base=base: lrne.perturb.apply(base, d))(
+        members = jax.vmap(lambda m, p=population: lrne.perturb.apply(p.shared["params"], m))(
             population.members["perturb"]
         )
         state, _ = native.tell(key_tell, state, population, jax.vmap(quadratic_fitness)(members))
-        members, evo_state = algo.ask(key_ask, evo_state, algo.default_params)
-        loss = -jax.vmap(quadratic_fitness)(members)  # evosax minimizes
-        evo_state, _ = algo.tell(key_tell, members, loss, evo_state, algo.default_params)
+        if i % 3 == 0:  # an ask whose population is never told: tell scores the last one
+            _, evo_state = algo.ask(jax.random.fold_in(key_ask, 7), evo_state, algo.default_params)
+        asked, evo_state = algo.ask(key_ask, evo_state, algo.default_params)
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), asked, members
+        )
+        loss = -jax.vmap(quadratic_fitness)(asked)  # evosax minimizes
+        evo_state, _ = algo.tell(key_tell, asked, loss, evo_state, algo.default_params)
     got = algo.get_mean(evo_state)
     np.testing.assert_allclose(got["w"], state.mean["params"]["w"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["b"], state.mean["params"]["b"], rtol=1e-5, atol=1e-6)
     assert float(jnp.abs(got["w"]).sum()) > 0  # it moved
+    assert float(evo_state.best_fitness) == pytest.approx(-float(state.best_fitness), rel=1e-5)
 
 
 def test_factorized_ga_follows_the_native_trajectory():
@@ -156,29 +266,33 @@ def test_factorized_ga_follows_the_native_trajectory():
     def fitness(v):
         return -jnp.sum((model.apply(v, x) - 1.0) ** 2)
 
+    scores_of = jax.vmap(fitness)
     native = lrne.ga(16, num_elites=3, sigma=0.2)
     native = native._replace(ask=jax.jit(native.ask), tell=jax.jit(native.tell))
     algo = FactorizedGA(16, variables, num_elites=3, sigma=0.2)
     state = native.init(jax.random.key(0), variables)
     population, state = native.ask(jax.random.key(1), state)
-    scores = jax.vmap(fitness)(population)
+    scores = scores_of(population.members)
     state, _ = native.tell(jax.random.key(2), state, population, scores)
-    evo_state = algo.init(jax.random.key(0), population, -scores, algo.default_params)
+    evo_state = algo.init(jax.random.key(0), population.members, -scores, algo.default_params)
     for k in jax.random.split(jax.random.key(3), 8):
         key_ask, key_tell = jax.random.split(k)
         population, state = native.ask(key_ask, state)
-        state, _ = native.tell(key_tell, state, population, jax.vmap(fitness)(population))
+        scores = scores_of(population.members)
+        state, _ = native.tell(key_tell, state, population, scores)
         members, evo_state = algo.ask(key_ask, evo_state, algo.default_params)
         jax.tree.map(
             lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
             members,
-            population,
+            population.members,
         )
-        loss = -jax.vmap(fitness)(members)
+        loss = -scores_of(members)
         evo_state, _ = algo.tell(key_tell, members, loss, evo_state, algo.default_params)
     assert float(-evo_state.best_fitness) == pytest.approx(float(state.best_fitness), rel=1e-6)
-    factors = algo.get_best_solution(evo_state)["params"]["Dense_0"]["kernel"]
-    assert set(factors) == {"A", "B"}
+    np.testing.assert_allclose(evo_state.native.elite_fitness, state.elite_fitness, rtol=1e-5)
+    best = algo.get_best_solution(evo_state)  # evosax's: the best of the last generation
+    assert float(-fitness(best)) == pytest.approx(float(jnp.min(evo_state.fitness)), rel=1e-6)
+    assert isinstance(best["params"]["Dense_0"]["kernel"], lrne.Factors)
 
 
 class Drift:
@@ -198,11 +312,18 @@ class Drift:
         return state, -jnp.sum((state - self.c) ** 2, axis=-1)
 
     def unroll(self, keys, population, inner, t, num_steps):
-        base = population.shared["params"]
-        theta = jax.vmap(lambda d: lrne.perturb.apply(base, d))(population.members["perturb"])
+        def theta(member):
+            # Evaluation form: dense δ (b) already folded into params; low-rank δ (w) apart.
+            variables = member_variables(population.shared, member)
+            params = dict(variables["params"])
+            for name, delta in variables.get("perturb", {}).items():
+                params[name] = params[name] + delta.dense()
+            return params
+
+        thetas = jax.vmap(theta)(population.members)
 
         def body(state, _):
-            return jax.vmap(self.dynamics)(theta, state)
+            return jax.vmap(self.dynamics)(thetas, state)
 
         inner, fitness = jax.lax.scan(body, inner, None, length=num_steps)
         return inner, fitness.T
@@ -223,23 +344,65 @@ def test_lowrank_nres_follows_the_native_trajectory():
     )
     state = native.init(jax.random.key(0), {"params": params}, task)
     evo_state = algo.init(jax.random.key(0), params, algo.default_params)
-    np.testing.assert_array_equal(evo_state.t, state.t)
+    assert evo_state.native.inner is None  # the caller unrolls
+    np.testing.assert_array_equal(evo_state.native.t, state.t)
     inner = jnp.zeros((2 * particles, 2))
     step = jax.jit(lrne.generation_step(native, task))
+    resets = 0
     for k in jax.random.split(jax.random.key(1), 12):
         state, _ = step(state, k)
-        members, evo_state = algo.ask(k, evo_state, algo.default_params)
-        inner = jnp.where(algo.get_reset_mask(evo_state)[:, None], 0.0, inner)
-        theta = members  # evosax's ask returns the population unravelled
+        key_ask, _, key_tell = jax.random.split(k, 3)  # generation_step's keys
+        members, evo_state = algo.ask(key_ask, evo_state, algo.default_params)
+        reset = algo.get_reset_mask(evo_state)
+        np.testing.assert_array_equal(reset, jnp.tile(state.restart, 2))
+        resets += int(reset.sum())
+        inner = jnp.where(reset[:, None], 0.0, inner)
         losses = jnp.zeros(2 * particles)
         for _ in range(window):
-            inner, fitness = jax.vmap(task.dynamics)(theta, inner)
+            inner, fitness = jax.vmap(task.dynamics)(members, inner)
             losses = losses - fitness  # the window's loss, summed
-        evo_state, _ = algo.tell(k, members, losses, evo_state, algo.default_params)
+        evo_state, _ = algo.tell(key_tell, members, losses, evo_state, algo.default_params)
+    assert resets > 0
     got = algo.get_mean(evo_state)
     np.testing.assert_allclose(got["w"], state.mean["params"]["w"], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(got["b"], state.mean["params"]["b"], rtol=1e-4, atol=1e-6)
     assert float(jnp.abs(got["b"]).sum()) > 0  # it moved after burn-in
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_nonfinite_losses_rank_last_and_never_reach_the_state(cls):
+    solution = {"w": jnp.zeros((3, 2))}
+    algo = build(cls, 16, solution)
+    params = algo.default_params
+    loss_of = jax.vmap(lambda p: jnp.sum((p["w"] - 1.0) ** 2))
+    bad = jnp.array([jnp.nan, jnp.inf, -jnp.inf, jnp.nan])
+
+    def poison(loss):
+        return loss.at[:4].set(bad)
+
+    if isinstance(algo, NativePopulationAlgorithm):
+        keys = jax.random.split(jax.random.key(9), 16)
+        population = jax.vmap(lambda k: {"w": jax.random.normal(k, (3, 2))})(keys)
+        clean = loss_of(population)
+        state = algo.init(jax.random.key(0), population, poison(clean), params)
+        seen = [clean[4:]]
+    else:
+        state = algo.init(jax.random.key(0), solution, params)
+        seen = []
+    for k in jax.random.split(jax.random.key(1), 6):
+        population, state = algo.ask(k, state, params)
+        clean = loss_of(population)
+        seen.append(clean[4:])
+        state, _ = algo.tell(k, population, poison(clean), state, params)
+    lowest = float(jnp.min(jnp.concatenate(seen)))
+    assert float(state.best_fitness) == pytest.approx(lowest, rel=1e-6)
+    assert float(state.native.best_fitness) == pytest.approx(-lowest, rel=1e-6)
+    finite = lambda tree: all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree))
+    assert finite(state.best_solution)
+    if isinstance(algo, NativeDistributionAlgorithm):
+        assert finite(state.mean) and finite(state.native.opt_state)
+    else:
+        assert finite(state.native.elites) and finite(state.native.elite_fitness)
 
 
 def test_state_holds_no_population_by_parameters_array():
@@ -256,10 +419,23 @@ def test_state_holds_no_population_by_parameters_array():
         assert largest < population * dims / 10, (type(algo).__name__, largest)
 
 
-def test_register_adds_names_and_keeps_existing_entries():
-    from evosax import algorithms
-    from evosax.algorithms import distribution_based, population_based
+def test_the_generic_adapter_takes_any_native_strategy():
+    problem, problem_state = sphere()
+    solution = problem.sample(jax.random.key(0))
+    chains = NativePopulationAlgorithm(lrne.metropolis(8, 1.0, math.inf), 8, solution)
+    subspace = NativeDistributionAlgorithm(
+        lrne.es(8, 0.3, optax.adam(0.2), density=0.5), 8, solution
+    )
+    for algo in (chains, subspace):
+        state = init_state(algo, jax.random.key(1), problem, problem_state)
+        step = jax.jit(make_step(algo, problem, problem_state))
+        state, history = jax.lax.scan(step, state, jax.random.split(jax.random.key(2), 40))
+        # BBOB's sphere is f_opt + |x - x_opt|²: the gap to the optimum shrank tenfold.
+        first = float(history["best_fitness"][0]) - problem.f_opt
+        assert float(state.best_fitness) - problem.f_opt < 0.1 * first, type(algo).__name__
 
+
+def test_register_adds_names_and_keeps_existing_entries():
     before = dict(algorithms.algorithms)
     added = register()
     register()  # idempotent
@@ -269,6 +445,14 @@ def test_register_adds_names_and_keeps_existing_entries():
     assert population_based.population_based_algorithms["lrne_FactorizedGA"] is FactorizedGA
     for name, cls in before.items():
         assert algorithms.algorithms[name] is cls
+    taken = dict(algorithms.algorithms)
+    try:
+        algorithms.algorithms["lrne_LowRankES"] = object
+        with pytest.raises(ValueError, match="lrne_LowRankES"):
+            register()
+    finally:
+        algorithms.algorithms.clear()
+        algorithms.algorithms.update(taken)
 
 
 def test_importing_lrne_leaves_evosax_alone():
@@ -290,3 +474,5 @@ def test_construction_errors():
         FactorizedGA(8, params, num_elites=8)
     with pytest.raises(ValueError, match="sigma"):
         LowRankES(8, params, sigma=-1.0)
+    with pytest.raises(ValueError, match=r"population_size must equal the strategy's .*\(8\)"):
+        NativeDistributionAlgorithm(lrne.es(8, 0.1, optax.sgd(0.1)), 10, params)

@@ -14,8 +14,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from lrne.cli import main
+
+GENERATIONS = 8
 ARGS = [
-    "--generations", "6", "--population-size", "16", "--num-elites", "2",
+    "--generations", str(GENERATIONS), "--population-size", "16", "--num-elites", "2",
     "--hidden", "8,8", "--rank", "2", "--checkpoint-every", "2",
 ]  # fmt: skip
 
@@ -33,6 +36,10 @@ def finish(process: subprocess.Popen, log: Path, timeout: float = 300) -> tuple[
     return code, log.read_text()
 
 
+def steps(run: Path) -> list[int]:
+    return sorted(int(p.name) for p in (run / "run_state").glob("*") if p.name.isdigit())
+
+
 def final_state(run: Path):
     manager = ocp.CheckpointManager(run / "run_state")
     step = manager.latest_step()
@@ -42,6 +49,13 @@ def final_state(run: Path):
 def metrics(run: Path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def rows_written(run: Path) -> int:
+    try:
+        return (run / "metrics.jsonl").read_text().count("\n")
+    except FileNotFoundError:
+        return 0
 
 
 @pytest.fixture(scope="module")
@@ -56,36 +70,44 @@ def reference(tmp_path_factory) -> Path:
 def assert_same_run(run: Path, reference: Path) -> None:
     step, state = final_state(run)
     ref_step, ref_state = final_state(reference)
-    assert step == ref_step == 6
+    assert step == ref_step == GENERATIONS
     assert jax.tree.structure(state) == jax.tree.structure(ref_state)
     for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(ref_state), strict=True):
         np.testing.assert_array_equal(a, b)
     assert metrics(run) == metrics(reference)
     summary, ref_summary = (json.loads((r / "summary.json").read_text()) for r in (run, reference))
     assert summary["best_fitness"] == ref_summary["best_fitness"]
+    assert (
+        summary["best_params_test_return_32_episodes"]
+        == (ref_summary["best_params_test_return_32_episodes"])
+    )
 
 
-@pytest.mark.parametrize("kill_after_checkpoints", [1, 2])
-def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(
-    tmp_path, reference, kill_after_checkpoints
-):
+def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(tmp_path, reference):
     run = tmp_path / "run"
     process = lrne(tmp_path / "first.log", *ARGS, "--output", str(run))
-    # Kill at a random moment after the k-th checkpoint appeared (mid-generation,
-    # possibly mid-save of the next one).
-    rng = np.random.default_rng(kill_after_checkpoints)
+    # Kill once a random number of generations is logged, after a random delay
+    # (mid-generation, or mid-save of a checkpoint). Past the compiling first
+    # generation each takes milliseconds but each checkpoint ~0.1 s, and at
+    # least two saves are still to come: the kill lands before the end.
+    rng = np.random.default_rng(0)
+    kill_after = int(rng.integers(1, GENERATIONS - 3))
     deadline = time.time() + 300
-    while time.time() < deadline and process.poll() is None:
-        steps = [p for p in (run / "run_state").glob("*") if p.name.isdigit()]
-        if len(steps) >= kill_after_checkpoints:
+    while process.poll() is None and time.time() < deadline:
+        if rows_written(run) >= kill_after:
             break
-        time.sleep(0.05)
-    time.sleep(float(rng.uniform(0.0, 0.5)))
-    if process.poll() is None:
-        process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
+        time.sleep(0.005)
+    time.sleep(float(rng.uniform(0.0, 0.02)))
+    process.send_signal(signal.SIGKILL)
+    code = process.wait(timeout=60)
+    log = (tmp_path / "first.log").read_text()
+    assert code == -signal.SIGKILL, f"the run ended by itself (code {code}) before the kill: {log}"
+    saved = max(steps(run), default=0)
+    assert saved < GENERATIONS and not (run / "summary.json").exists()
     code, out = finish(lrne(tmp_path / "resume.log", "--resume", str(run)), tmp_path / "resume.log")
     assert code == 0, out
+    expected = f"resuming from generation {saved}" if saved else "starting from generation 0"
+    assert expected in out
     assert_same_run(run, reference)
 
 
@@ -93,20 +115,22 @@ def test_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, re
     run = tmp_path / "run"
     shutil.copytree(reference, run)
     # Damage the final checkpoint: truncate every file in it.
-    for path in (run / "run_state" / "6").rglob("*"):
+    for path in (run / "run_state" / str(GENERATIONS)).rglob("*"):
         if path.is_file():
             path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
     code, out = finish(lrne(tmp_path / "resume.log", "--resume", str(run)), tmp_path / "resume.log")
     assert code == 0, out
-    assert "checkpoint 6 is unreadable" in out and "resuming from generation 4" in out
+    assert f"checkpoint {GENERATIONS} is unreadable" in out
+    assert f"resuming from generation {GENERATIONS - 2}" in out
     # The damaged checkpoint is kept aside, not deleted; the rerun rewrites
-    # generation 6 identically.
-    assert (run / "run_state" / "unreadable-6").is_dir()
+    # the last generations identically.
+    assert (run / "run_state" / f"unreadable-{GENERATIONS}").is_dir()
     assert_same_run(run, reference)
 
 
-def test_resume_needs_a_run_directory(tmp_path):
-    log = tmp_path / "resume.log"
-    code, out = finish(lrne(log, "--resume", str(tmp_path / "missing")), log)
-    assert code == 2
-    assert "--resume" in out
+def test_resume_needs_a_run_directory(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--resume", str(tmp_path / "missing")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "--resume" in err and err.count("\n") == 1

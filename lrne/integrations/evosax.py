@@ -1,17 +1,38 @@
-"""lrne strategies as evosax 0.3 algorithms: ``LowRankES``, ``FactorizedGA``, ``LowRankNRES``.
+"""Native lrne strategies as evosax 0.3 algorithms, through one generic adapter.
 
-Each class subclasses evosax's ``DistributionBasedAlgorithm`` or
-``PopulationBasedAlgorithm``, inherits the public ``init``/``ask``/``tell``
-and implements the private ``_init``/``_ask``/``_tell``/``_default_params``, so
-it drops into code written for ``Open_ES``, ``SimpleGA`` or ``NoiseReuseES``.
-Every class is constructible with only ``(population_size=..., solution=...)``;
-lrne's options are further keyword arguments. ``solution`` may be any pytree:
-its 2-D leaves get low-rank noise and other leaves dense noise (a flat vector
-therefore gets dense noise).
+:class:`NativeDistributionAlgorithm` and :class:`NativePopulationAlgorithm`
+put any lrne :class:`~lrne.strategies.base.Strategy` behind evosax's
+``DistributionBasedAlgorithm`` / ``PopulationBasedAlgorithm`` API: they
+inherit evosax's public ``init``/``ask``/``tell`` and fill its hooks
+``_init``/``_ask``/``_tell`` from the strategy's ``init``/``ask``/``tell``, so
+the result drops into code written for ``Open_ES``, ``SimpleGA`` or
+``NoiseReuseES``. The named algorithms are thin definitions on top:
+``LowRankES`` (``lrne.es``), ``LowRankNRES`` (``lrne.nres``) and
+``FactorizedGA`` (``lrne.ga``), each constructible with only
+``(population_size=..., solution=...)``.
 
-**Fitness sign.** evosax minimizes and lrne maximizes. These classes take
-evosax's fitness (lower is better) and hand ``-fitness`` to lrne's strategies;
-that negation, in ``_tell``/``_ask``, is the only place the sign changes::
+How the two APIs meet, each in one place:
+
+- **State.** The native state is kept whole in ``state.native``, always as it
+  stands between generations (after ``init`` or ``tell``). ``ask`` stores only
+  its key; ``tell`` re-runs the native ``ask`` from that key and state (a pure
+  function, so it gives back exactly the population ``ask`` returned,
+  perturbations and all) and then the native ``tell``. evosax's own fields are
+  kept as evosax keeps them: ``best_solution``/``best_fitness`` (its archive),
+  ``generation_counter``, and ``mean`` (a ravelled copy of the native
+  ``state.mean["params"]``, refreshed by ``init`` and ``tell``) or
+  ``population``/``fitness``.
+- **Fitness sign.** evosax minimizes and lrne maximizes. The adapter takes
+  evosax's fitness (a loss, lower is better) and hands ``-fitness`` to the
+  native ``tell``; that negation is the only place the sign changes.
+- **Failed evaluations.** NaN and ±inf losses become +inf before evosax or
+  lrne sees them: they never enter evosax's archive, and lrne ranks their
+  −inf fitness last, as every native strategy ranks non-finite fitness.
+- **Pytrees.** ``solution`` may be any pytree; it is ravelled once, by
+  evosax's ``_ravel_solution``/``_unravel_solution``. The native strategy sees
+  it as the flax variables ``{"params": solution}``.
+
+::
 
     es = LowRankES(population_size=64, solution=params)
     state = es.init(key, params, es.default_params)
@@ -19,21 +40,27 @@ that negation, in ``_tell``/``_ask``, is the only place the sign changes::
     loss = jax.vmap(loss_fn)(population)           # lower is better, as in evosax
     state, metrics = es.tell(key_tell, population, loss, state, es.default_params)
 
-**Memory.** evosax's ``ask`` returns the whole population as a population × D
-array, so these classes must form it. Their own state holds no population × D
-array beyond that (``LowRankES`` keeps the last ``ask`` key and regenerates the
-noise in ``tell``; ``LowRankNRES`` keeps each particle's low-rank factors);
-``FactorizedGA`` keeps the evaluated population, as every evosax
-``PopulationBasedAlgorithm`` does, which with factorized genomes is population
-× factor count. The native lrne API never forms the population at all.
+**Memory.** evosax's ``ask`` returns every member as a dense solution, a
+population × D array; the adapter forms it from the native population with
+:func:`lrne.perturb.apply` per member (the plugin's boundary: the native lrne
+API never forms it, e.g. ES members carry only their low-rank factors). The
+adapter's state holds no population × D array for distribution-based
+algorithms: ``LowRankES`` and ``LowRankNRES`` keep the native state (mean,
+optimizer state, best member; NRES each particle's factors) plus evosax's
+mean and archive, each of size D. ``tell`` regenerates the perturbations it
+needs (the factors, or dense noise with ``noise_rank=0``) for the duration of
+the call. ``FactorizedGA`` keeps the evaluated population, as every evosax
+``PopulationBasedAlgorithm`` does (population × factor count for a factorized
+genome), plus the native elites (num_elites × factor count).
 
-Importing this module does not change evosax; :func:`register` adds the classes
-to evosax's registries.
+Importing this module does not change evosax; :func:`register` adds the
+classes to evosax's registries.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import jax
@@ -53,46 +80,234 @@ from evosax.core.fitness_shaping import identity_fitness_shaping_fn
 from flax import struct
 
 from lrne import perturb
-from lrne.strategies.es import ESState, es
-from lrne.strategies.ga import DEFAULT_FREEZE, GAState, ga
-from lrne.strategies.mutation import init_std
-from lrne.strategies.online import check_online_settings, masked_update
+from lrne.genome import Population, PyTree
+from lrne.nn.perturbed import PERTURB, member_variables
+from lrne.strategies.base import Strategy, check_int
+from lrne.strategies.es import es
+from lrne.strategies.ga import DEFAULT_FREEZE, ga
+from lrne.strategies.online import nres
 from lrne.strategies.shaping import centered_rank
 
-PyTree = Any
+
+def _failed_last(loss: jax.Array) -> jax.Array:
+    """evosax loss with NaN/±inf as +inf: last in evosax's archive and, negated, in lrne."""
+    return jnp.where(jnp.isfinite(loss), loss, jnp.inf)
 
 
-def _ranked(fitness: jax.Array) -> jax.Array:
+def _maximized(loss: jax.Array) -> jax.Array:
     """evosax fitness (minimized) as lrne fitness (maximized): the one sign flip."""
-    return -fitness
+    return -loss
+
+
+def _wrap(solution: PyTree) -> PyTree:
+    """An evosax solution as the flax variables native strategies take."""
+    return {"params": solution}
+
+
+def _dense_member(shared: PyTree, member: PyTree) -> PyTree:
+    """One member of a native population as a dense solution (the plugin's boundary).
+
+    ES members carry a perturbation of the shared mean (dense or low-rank),
+    which is added here; GA members are whole variables.
+    """
+    variables = member_variables(shared, member)
+    delta = variables.get(PERTURB)
+    return variables["params"] if delta is None else perturb.apply(variables["params"], delta)
 
 
 @struct.dataclass
-class LowRankESState(DistributionState):
-    mean: jax.Array
-    opt_state: optax.OptState
-    ask_key: jax.Array  # key of the last ask: tell regenerates that population's noise
+class NativeDistributionState(DistributionState):
+    """evosax's distribution state plus the native state (between generations) and ask key."""
+
+    native: Any
+    ask_key: jax.Array
 
 
 @struct.dataclass
-class LowRankESParams(DistributionParams):
-    pass
+class NativePopulationState(PopulationState):
+    """evosax's population state plus the native state (between generations) and ask key."""
+
+    native: Any
+    ask_key: jax.Array
 
 
-class _DistributionMixin:
-    def get_best_solution(self, state: Any) -> PyTree:
-        """Return the unravelled best solution seen so far."""
+class _Native:
+    """The generic part: evosax's hooks filled from a native lrne strategy.
+
+    Mixed in before an evosax base class, which supplies ravelling, the
+    archive and metrics.
+    """
+
+    strategy: Strategy
+
+    def _adopt(self, strategy: Strategy, population_size: int) -> None:
+        self.strategy = strategy
+        # The strategy closes over its own population size; check it agrees, once, on shapes.
+        asked = jax.eval_shape(
+            lambda key: strategy.ask(key, strategy.init(key, _wrap(self.solution)))[0],
+            jax.random.key(0),
+        )
+        if asked.size != population_size:
+            raise ValueError(
+                f"population_size must equal the strategy's population ({asked.size}), "
+                f"got {population_size}"
+            )
+
+    def _asked(self, state: Any) -> tuple[Population, Any]:
+        """The native population of the last ``ask`` and the native state after it."""
+        return self.strategy.ask(state.ask_key, state.native)
+
+    def _ask(self, key: jax.Array, state: Any, params: Any) -> tuple[jax.Array, Any]:
+        population, _ = self.strategy.ask(key, state.native)
+        solutions = jax.vmap(_dense_member, (None, 0))(population.shared, population.members)
+        return jax.vmap(self._ravel_solution)(solutions), state.replace(ask_key=key)
+
+    def _tell(
+        self, key: jax.Array, population: jax.Array, fitness: jax.Array, state: Any, params: Any
+    ) -> Any:
+        asked, native = self._asked(state)
+        native, _ = self.strategy.tell(key, native, asked, _maximized(fitness))
+        return self._told(state.replace(native=native), population, fitness)
+
+    def _told(self, state: Any, population: jax.Array, fitness: jax.Array) -> Any:
+        """evosax's own fields after a tell (the category's part)."""
+        raise NotImplementedError
+
+    @partial(jax.jit, static_argnames=("self",))
+    def tell(
+        self, key: jax.Array, population: PyTree, fitness: jax.Array, state: Any, params: Any
+    ) -> tuple[Any, dict]:
+        """evosax's ``tell``, with failed evaluations (NaN/±inf) ranked last."""
+        return super().tell(key, population, _failed_last(fitness), state, params)
+
+
+class NativeDistributionAlgorithm(_Native, DistributionBasedAlgorithm):
+    """A native lrne strategy with a mean (ES, online ES) as an evosax distribution algorithm.
+
+    The strategy's state must keep its mean variables in ``mean`` (as
+    ``lrne.es`` and the online ES do); ``state.mean`` holds them ravelled.
+
+    Args:
+        strategy: the native strategy; its population has ``population_size`` members.
+        population_size: members per generation.
+        solution: a template pytree of the parameters.
+        metrics_fn: evosax metrics function.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        population_size: int,
+        solution: PyTree,
+        metrics_fn: Callable = distribution_metrics,
+    ) -> None:
+        super().__init__(population_size, solution, identity_fitness_shaping_fn, metrics_fn)
+        self._adopt(strategy, population_size)
+
+    @property
+    def _default_params(self) -> DistributionParams:
+        return DistributionParams()
+
+    def _start(self, key: jax.Array, mean: PyTree) -> NativeDistributionState:
+        native = self.strategy.init(key, _wrap(mean))
+        return NativeDistributionState(
+            mean=self._ravel_solution(native.mean["params"]),
+            native=native,
+            ask_key=key,
+            best_solution=jnp.full((self.num_dims,), jnp.nan),
+            best_fitness=jnp.inf,
+            generation_counter=0,
+        )
+
+    def _init(self, key: jax.Array, params: DistributionParams) -> NativeDistributionState:
+        return self._start(key, self.solution)
+
+    @partial(jax.jit, static_argnames=("self",))
+    def init(
+        self, key: jax.Array, mean: PyTree, params: DistributionParams
+    ) -> NativeDistributionState:
+        """The state at ``mean`` (a pytree shaped like ``solution``)."""
+        return self._start(key, mean)
+
+    def _told(
+        self, state: NativeDistributionState, population: jax.Array, fitness: jax.Array
+    ) -> NativeDistributionState:
+        return state.replace(mean=self._ravel_solution(state.native.mean["params"]))
+
+    def get_best_solution(self, state: NativeDistributionState) -> PyTree:
+        """The best member evaluated so far (evosax's archive), unravelled."""
         return self._unravel_solution(state.best_solution)
 
 
-class LowRankES(_DistributionMixin, DistributionBasedAlgorithm):
+class NativePopulationAlgorithm(_Native, PopulationBasedAlgorithm):
+    """A native lrne strategy of whole members (GA) as an evosax population algorithm.
+
+    ``init`` takes an evaluated initial population, as every evosax
+    population-based algorithm does: the native state starts at ``solution``
+    and is told that population, so its survivors come from it.
+
+    Args:
+        strategy: the native strategy; its population has ``population_size`` members.
+        population_size: members per generation.
+        solution: a template pytree of the parameters (the GA reads its
+            mutation scales off it).
+        metrics_fn: evosax metrics function.
+    """
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        population_size: int,
+        solution: PyTree,
+        metrics_fn: Callable = population_metrics,
+    ) -> None:
+        super().__init__(population_size, solution, identity_fitness_shaping_fn, metrics_fn)
+        self._adopt(strategy, population_size)
+
+    @property
+    def _default_params(self) -> PopulationParams:
+        return PopulationParams()
+
+    def _init(self, key: jax.Array, params: PopulationParams) -> NativePopulationState:
+        return NativePopulationState(
+            population=jnp.full((self.population_size, self.num_dims), jnp.nan),
+            fitness=jnp.full((self.population_size,), jnp.inf),
+            native=self.strategy.init(key, _wrap(self.solution)),
+            ask_key=key,
+            best_solution=jnp.full((self.num_dims,), jnp.nan),
+            best_fitness=jnp.inf,
+            generation_counter=0,
+        )
+
+    @partial(jax.jit, static_argnames=("self",))
+    def init(
+        self, key: jax.Array, population: PyTree, fitness: jax.Array, params: PopulationParams
+    ) -> NativePopulationState:
+        """The state after an evaluated initial ``population`` (leading axis population_size)."""
+        fitness = _failed_last(fitness)
+        state = super().init(key, population, fitness, params)
+        # Members as ravelled and unravelled: the template's leaf dtypes, whatever was passed.
+        members = _wrap(jax.vmap(self._unravel_solution)(state.population))
+        native, _ = self.strategy.tell(
+            key, state.native, Population({}, members), _maximized(fitness)
+        )
+        return state.replace(native=native)
+
+    def _told(
+        self, state: NativePopulationState, population: jax.Array, fitness: jax.Array
+    ) -> NativePopulationState:
+        return state.replace(population=population, fitness=fitness)
+
+
+class LowRankES(NativeDistributionAlgorithm):
     """OpenAI-ES with low-rank noise (``lrne.es``) behind evosax's API.
 
     Args:
         population_size: members per generation (even with ``antithetic``).
-        solution: a template pytree of the parameters.
+        solution: a template pytree of the parameters; its 2-D leaves get
+            low-rank noise, other leaves (and flat vectors) dense noise.
         sigma: perturbation std per entry.
-        optimizer: optax optimizer for the mean.
+        optimizer: optax optimizer for the mean; default ``optax.sgd(1e-3)``.
         noise_rank: rank of the noise on 2-D leaves; 0 for dense noise.
         antithetic: evaluate each perturbation with both signs.
         fitness_shaping: lrne shaping of the (maximized) fitness; default
@@ -111,83 +326,27 @@ class LowRankES(_DistributionMixin, DistributionBasedAlgorithm):
         fitness_shaping: Callable[[jax.Array], jax.Array] = centered_rank,
         metrics_fn: Callable = distribution_metrics,
     ) -> None:
-        super().__init__(population_size, solution, identity_fitness_shaping_fn, metrics_fn)
         self.optimizer = optimizer if optimizer is not None else optax.sgd(1e-3)
-        self.strategy = es(
+        strategy = es(
             population_size, sigma, self.optimizer, noise_rank, antithetic, fitness_shaping
         )
-
-    @property
-    def _default_params(self) -> LowRankESParams:
-        return LowRankESParams()
-
-    def _native(self, state: LowRankESState) -> ESState:
-        mean = {"params": self._unravel_solution(state.mean)}
-        return ESState(
-            mean=mean,
-            opt_state=state.opt_state,
-            best_params=mean,
-            best_fitness=jnp.array(-jnp.inf, jnp.float32),
-            generation=jnp.asarray(state.generation_counter, jnp.int32),
-        )
-
-    def _init(self, key: jax.Array, params: LowRankESParams) -> LowRankESState:
-        template = self._unravel_solution(jnp.zeros(self.num_dims))
-        return LowRankESState(
-            mean=jnp.full((self.num_dims,), jnp.nan),
-            opt_state=self.optimizer.init(template),
-            ask_key=key,
-            best_solution=jnp.full((self.num_dims,), jnp.nan),
-            best_fitness=jnp.inf,
-            generation_counter=0,
-        )
-
-    def _ask(
-        self, key: jax.Array, state: LowRankESState, params: LowRankESParams
-    ) -> tuple[jax.Array, LowRankESState]:
-        native = self._native(state)
-        population, _ = self.strategy.ask(key, native)
-        base = native.mean["params"]
-        members = jax.vmap(lambda d: perturb.apply(base, d))(population.members["perturb"])
-        return jax.vmap(self._ravel_solution)(members), state.replace(ask_key=key)
-
-    def _tell(
-        self,
-        key: jax.Array,
-        population: jax.Array,
-        fitness: jax.Array,
-        state: LowRankESState,
-        params: LowRankESParams,
-    ) -> LowRankESState:
-        native = self._native(state)
-        members, _ = self.strategy.ask(state.ask_key, native)  # the noise just evaluated
-        new, _ = self.strategy.tell(key, native, members, _ranked(fitness))
-        return state.replace(mean=self._ravel_solution(new.mean["params"]), opt_state=new.opt_state)
+        super().__init__(strategy, population_size, solution, metrics_fn)
 
 
-@struct.dataclass
-class FactorizedGAState(PopulationState):
-    mutation_std: PyTree
-
-
-@struct.dataclass
-class FactorizedGAParams(PopulationParams):
-    pass
-
-
-class FactorizedGA(PopulationBasedAlgorithm):
+class FactorizedGA(NativePopulationAlgorithm):
     """Truncation GA with elitism (``lrne.ga``) behind evosax's API.
 
     The ``num_elites`` best members (by evosax fitness, lower is better) survive
     unmutated; every other slot clones a uniformly chosen elite and adds noise of
     std ``sigma × init std`` per tensor, ``sqrt(sigma) × init std`` on each
-    factor ``{"A", "B"}`` of a factorized weight (Garbus & Pollack 2025). Init
-    stds are read off ``solution``; a leaf with zero spread and no kernel beside
-    it (e.g. an all-zero flat vector) mutates with std ``sigma``.
+    factor of a factorized weight (Garbus & Pollack 2025). Init stds are read
+    off ``solution`` (:func:`lrne.strategies.mutation.init_std`); a constant
+    leaf with no kernel beside it (e.g. an all-zero flat vector) mutates with
+    std ``sigma``.
 
     Args:
         population_size: members per generation.
-        solution: a template pytree, e.g. the params of an ``lrne.nn`` model.
+        solution: a template pytree, e.g. the variables of an ``lrne.nn`` model.
         num_elites: survivors per generation; default ``population_size // 8``
             (at least 1).
         sigma: mutation strength relative to each tensor's init std.
@@ -204,74 +363,18 @@ class FactorizedGA(PopulationBasedAlgorithm):
         freeze: Sequence[str] = DEFAULT_FREEZE,
         metrics_fn: Callable = population_metrics,
     ) -> None:
-        super().__init__(population_size, solution, identity_fitness_shaping_fn, metrics_fn)
-        self._num_elites = max(1, population_size // 8) if num_elites is None else num_elites
-        self.strategy = ga(population_size, self._num_elites, sigma, freeze)
-        self.elite_ratio = self._num_elites / population_size
+        num_elites = max(1, population_size // 8) if num_elites is None else num_elites
+        strategy = ga(population_size, num_elites, sigma, freeze)
+        super().__init__(strategy, population_size, solution, metrics_fn)
+        self.elite_ratio = num_elites / population_size
+        self._num_elites = num_elites
 
     @property
     def num_elites(self) -> int:
         return self._num_elites
 
-    @property
-    def _default_params(self) -> FactorizedGAParams:
-        return FactorizedGAParams()
 
-    def _init(self, key: jax.Array, params: FactorizedGAParams) -> FactorizedGAState:
-        stds = init_std(jax.tree.map(jnp.asarray, self.solution))
-        return FactorizedGAState(
-            population=jnp.full((self.population_size, self.num_dims), jnp.nan),
-            fitness=jnp.full((self.population_size,), jnp.inf),
-            mutation_std=jax.tree.map(lambda s: jnp.where(s > 0, s, 1.0), stds),
-            best_solution=jnp.full((self.num_dims,), jnp.nan),
-            best_fitness=jnp.inf,
-            generation_counter=0,
-        )
-
-    def _ask(
-        self, key: jax.Array, state: FactorizedGAState, params: FactorizedGAParams
-    ) -> tuple[jax.Array, FactorizedGAState]:
-        ranked = _ranked(state.fitness)
-        ranked = jnp.where(jnp.isfinite(ranked), ranked, -jnp.inf)
-        top = jnp.argsort(-ranked, stable=True)[: self._num_elites]
-        native = GAState(
-            elites=jax.vmap(self._unravel_solution)(state.population[top]),
-            elite_fitness=ranked[top],
-            mutation_std=state.mutation_std,
-            best_params=self.solution,
-            best_fitness=jnp.array(-jnp.inf, jnp.float32),
-            generation=jnp.asarray(state.generation_counter, jnp.int32),
-        )
-        population, _ = self.strategy.ask(key, native)
-        return jax.vmap(self._ravel_solution)(population), state
-
-    def _tell(
-        self,
-        key: jax.Array,
-        population: jax.Array,
-        fitness: jax.Array,
-        state: FactorizedGAState,
-        params: FactorizedGAParams,
-    ) -> FactorizedGAState:
-        return state.replace(population=population, fitness=fitness)
-
-
-@struct.dataclass
-class LowRankNRESState(DistributionState):
-    mean: jax.Array
-    opt_state: optax.OptState
-    noise: PyTree  # each particle's low-rank factors, kept for its episode
-    t: jax.Array  # (N,) step in the current episode
-    steps: jax.Array  # steps unrolled so far (burn-in clock)
-    restarted: jax.Array  # (N,) episodes that began at the last ask
-
-
-@struct.dataclass
-class LowRankNRESParams(DistributionParams):
-    pass
-
-
-class LowRankNRES(_DistributionMixin, DistributionBasedAlgorithm):
+class LowRankNRES(NativeDistributionAlgorithm):
     """Step-unlocked noise-reuse ES (``lrne.nres``, Li et al. 2023) behind evosax's API.
 
     The population is [θ + δ_i; θ − δ_i] for N = population_size / 2 particles.
@@ -280,13 +383,14 @@ class LowRankNRES(_DistributionMixin, DistributionBasedAlgorithm):
     after ``ask`` reset exactly the members in :meth:`get_reset_mask` (both
     signs of a particle share the inner randomness), unroll W steps, and pass
     each member's **loss summed over the window** to ``tell``. Estimates from
-    the first T − W steps (the burn-in) are discarded.
+    the first T − W steps (the burn-in) are discarded. The native state is
+    built without a task (``state.native.inner`` is None): the caller unrolls.
 
     Args:
         population_size: 2N members, even.
         solution: a template pytree of the parameters.
         sigma: perturbation std per entry.
-        optimizer: optax optimizer for the mean.
+        optimizer: optax optimizer for the mean; default ``optax.sgd(1e-3)``.
         truncation_length: W, inner steps per ``ask``/``tell``.
         horizon: T, the inner episode length; a multiple of W.
         noise_rank: rank of the noise on 2-D leaves; 0 for dense noise.
@@ -304,77 +408,23 @@ class LowRankNRES(_DistributionMixin, DistributionBasedAlgorithm):
         noise_rank: int = 1,
         metrics_fn: Callable = distribution_metrics,
     ) -> None:
+        check_int("population_size", population_size, 2)
         if population_size % 2:
             raise ValueError(f"population_size must be even, got {population_size}")
-        super().__init__(population_size, solution, identity_fitness_shaping_fn, metrics_fn)
         self.optimizer = optimizer if optimizer is not None else optax.sgd(1e-3)
-        self.schedule = check_online_settings(
-            "nres",
-            population_size // 2,
-            sigma,
-            self.optimizer,
-            truncation_length,
-            horizon,
-            noise_rank,
+        strategy = nres(
+            population_size // 2, sigma, self.optimizer, truncation_length, horizon, noise_rank
         )
+        super().__init__(strategy, population_size, solution, metrics_fn)
 
-    @property
-    def _default_params(self) -> LowRankNRESParams:
-        return LowRankNRESParams()
+    def get_reset_mask(self, state: NativeDistributionState) -> jax.Array:
+        """(population_size,) bool: members whose inner state must start afresh now.
 
-    def get_reset_mask(self, state: LowRankNRESState) -> jax.Array:
-        """(population_size,) bool: members whose inner state must start afresh now."""
-        return jnp.concatenate([state.restarted, state.restarted])
-
-    def _init(self, key: jax.Array, params: LowRankNRESParams) -> LowRankNRESState:
-        key_offset, key_noise, _ = jax.random.split(key, 3)
-        template = self._unravel_solution(jnp.zeros(self.num_dims))
-        return LowRankNRESState(
-            mean=jnp.full((self.num_dims,), jnp.nan),
-            opt_state=self.optimizer.init(template),
-            noise=self.schedule.draw(key_noise, template),
-            t=self.schedule.offsets(key_offset),
-            steps=jnp.array(0, jnp.int32),
-            restarted=jnp.zeros(self.schedule.num_particles, bool),
-            best_solution=jnp.full((self.num_dims,), jnp.nan),
-            best_fitness=jnp.inf,
-            generation_counter=0,
-        )
-
-    def _ask(
-        self, key: jax.Array, state: LowRankNRESState, params: LowRankNRESParams
-    ) -> tuple[jax.Array, LowRankNRESState]:
-        # The same key derivation as lrne.nres, so both follow one trajectory.
-        key_noise, _, _ = jax.random.split(jax.random.fold_in(key, state.generation_counter), 3)
-        base = self._unravel_solution(state.mean)
-        restart, t, noise, _ = self.schedule.next_window(
-            key_noise, state.t, state.noise, None, base
-        )
-        members = jax.vmap(lambda d: perturb.apply(base, d))(perturb.antithetic(noise))
-        state = state.replace(noise=noise, t=t, restarted=restart)
-        return jax.vmap(self._ravel_solution)(members), state
-
-    def _tell(
-        self,
-        key: jax.Array,
-        population: jax.Array,
-        fitness: jax.Array,
-        state: LowRankNRESState,
-        params: LowRankNRESParams,
-    ) -> LowRankNRESState:
-        n, window = self.schedule.num_particles, self.schedule.window
-        ranked = _ranked(fitness)
-        gradient, count, _ = self.schedule.gradient(
-            state.steps, state.noise, None, ranked[:n], ranked[n:]
-        )
-        base = self._unravel_solution(state.mean)
-        updates, opt_state = masked_update(self.optimizer, gradient, state.opt_state, base, count)
-        return state.replace(
-            mean=self._ravel_solution(optax.apply_updates(base, updates)),
-            opt_state=opt_state,
-            t=state.t + window,
-            steps=state.steps + window,
-        )
+        Call it between ``ask`` and ``tell``: the particles the last ``ask``
+        restarted, for both signs.
+        """
+        restart = self._asked(state)[1].restart
+        return jnp.concatenate([restart, restart])
 
 
 PLUGINS = {
@@ -406,6 +456,10 @@ def register() -> dict[str, type]:
     return added
 
 
+# The per-class state names of earlier versions.
+LowRankESState = LowRankNRESState = NativeDistributionState
+FactorizedGAState = NativePopulationState
+
 __all__ = [
     "FactorizedGA",
     "FactorizedGAState",
@@ -413,5 +467,9 @@ __all__ = [
     "LowRankESState",
     "LowRankNRES",
     "LowRankNRESState",
+    "NativeDistributionAlgorithm",
+    "NativeDistributionState",
+    "NativePopulationAlgorithm",
+    "NativePopulationState",
     "register",
 ]

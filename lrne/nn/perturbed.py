@@ -13,7 +13,7 @@ see :mod:`lrne.perturb`). :func:`apply` evaluates such a member with any
 - **Low-rank δ = UᵀV** (:class:`~lrne.genome.LowRank`, 2-D params) is never
   formed. A method interceptor (``flax.linen.intercept_methods``) adds
   ``(x·Uᵀ)·V`` to the output of every stock ``nn.Dense`` and ``nn.DenseGeneral``
-  (a 2-D kernel over the last axis) and the looked-up rows (or, in
+  (a 2-D kernel: one contracted axis, no ``batch_dims``) and the looked-up rows (or, in
   ``attend``, ``(x·Vᵀ)·U``) of every ``nn.Embed``; lrne's own layers read the
   collection themselves (:func:`read`), so factorized weights get their
   perturbation between the two factors.
@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from flax import linen as nn
 
 from lrne import perturb
@@ -60,9 +61,11 @@ def _dense_general_term(
     module: nn.Module, args: tuple, kwargs: dict, delta: LowRank
 ) -> jax.Array | None:
     axis = module.axis if isinstance(module.axis, tuple) else (module.axis,)
-    if axis != (-1,) or module.batch_dims:
-        return None  # a 2-D kernel over another axis: left unconsumed, reported below
-    return perturb.matmul(_input(args, kwargs, "inputs"), delta)
+    if len(axis) != 1 or module.batch_dims:
+        return None  # a 2-D kernel with batch dims: left unconsumed, reported below
+    # dot_general keeps the input's other axes in order and appends the features,
+    # so contracting over the last axis after moving ``axis`` there matches it.
+    return perturb.matmul(jnp.moveaxis(_input(args, kwargs, "inputs"), axis[0], -1), delta)
 
 
 def _embed_term(module: nn.Module, args: tuple, kwargs: dict, delta: LowRank) -> jax.Array:
@@ -115,7 +118,7 @@ def _check_consumed(lowrank: PyTree, consumed: set) -> None:
             raise ValueError(
                 f"the low-rank perturbation of param {printable!r} was not consumed by any "
                 "layer: low-rank noise is applied inside nn.Dense, nn.DenseGeneral (2-D "
-                "kernel over the last axis), nn.Embed and lrne.nn layers only. Use "
+                "kernel over one axis, no batch_dims), nn.Embed and lrne.nn layers only. Use "
                 "noise_rank=0 for this model, or build that layer from those."
             )
 

@@ -4,6 +4,7 @@ from lrne.strategies.base import Strategy
 from lrne.strategies.es import ESState, es
 from lrne.strategies.ga import GAState, ga
 from lrne.strategies.metropolis import MetropolisState, metropolis
+from lrne.strategies.online import OnlineESState, full_es, nres, pes, tes
 from lrne.strategies.registry import REGISTRY, make
 from lrne.strategies.shaping import centered_rank, z_score
 
@@ -12,11 +13,16 @@ __all__ = [
     "ESState",
     "GAState",
     "MetropolisState",
+    "OnlineESState",
     "Strategy",
     "centered_rank",
     "es",
+    "full_es",
     "ga",
     "make",
     "metropolis",
+    "nres",
+    "pes",
+    "tes",
     "z_score",
 ]

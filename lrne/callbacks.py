@@ -1,0 +1,101 @@
+"""Callbacks for :func:`lrne.run`: a progress bar and a metrics file.
+
+The impure shell around the loop (terminal output, files), kept out of the
+library's pure modules. Write your own by subclassing :class:`lrne.Callback`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from lrne.runner import Callback, Row, RunResult
+
+
+def describe(row: Row) -> str:
+    """``best … mean …`` and, for RL tasks, env steps per second of the generation."""
+    text = f"best {row['best_fitness']:.4g}  mean {row['fitness_mean']:.4g}"
+    if "env_steps" in row:
+        text += f"  {row['env_steps'] / row['seconds']:,.0f} env steps/s"
+    return text
+
+
+class ProgressBar(Callback):
+    """A rich progress bar: generations done of ``total``, the latest row, elapsed time.
+
+    Use it as a context manager around :func:`lrne.run`, so that the terminal
+    is restored however the run ends.
+
+    Args:
+        total: the run's ``generations``.
+        describe: the text shown for the latest row.
+    """
+
+    def __init__(self, total: int, describe: Callable[[Row], str] = describe) -> None:
+        self.describe = describe
+        self.progress = Progress(
+            TextColumn("[bold]gen"),
+            MofNCompleteColumn(),
+            BarColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+        )
+        self.bar = self.progress.add_task("run", total=total, info="")
+
+    def __enter__(self) -> ProgressBar:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.progress.stop()
+
+    def on_start(self, generation: int, state: Any) -> None:
+        self.progress.update(self.bar, completed=generation, info="compiling…")
+
+    def on_generation(self, generation: int, row: Row, state: Any) -> None:
+        self.progress.update(self.bar, completed=generation + 1, info=self.describe(row))
+
+    def on_end(self, result: RunResult) -> None:
+        self.progress.refresh()
+
+
+class MetricsLog(Callback):
+    """Appends each row to a JSON-lines file; ``rows`` holds the whole run's rows.
+
+    On start it keeps the rows of the generations before the one the run starts
+    at (a resumed run recomputes those after its checkpoint; a killed run may
+    have written more, or a cut line) and drops the others.
+
+    Args:
+        path: the ``.jsonl`` file, rewritten on start.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.rows: list[Row] = []
+
+    def on_start(self, generation: int, state: Any) -> None:
+        self.rows = [row for row in self._read() if row.get("generation", generation) < generation]
+        partial = self.path.with_name(self.path.name + ".partial")
+        partial.write_text("".join(json.dumps(row) + "\n" for row in self.rows))
+        os.replace(partial, self.path)  # atomic: a kill now loses no kept row
+
+    def _read(self) -> list[Row]:
+        rows = []
+        if self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    rows.append(json.loads(line))
+                except ValueError:  # a line cut by a kill
+                    continue
+        return rows
+
+    def on_generation(self, generation: int, row: Row, state: Any) -> None:
+        self.rows.append(row)
+        with self.path.open("a") as file:
+            file.write(json.dumps(row) + "\n")

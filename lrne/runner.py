@@ -1,0 +1,268 @@
+"""The training loop: :func:`run` a strategy on a task; :func:`evaluate_best` scores the answer.
+
+:func:`run` is the host-side loop around the pure, jit-compiled
+:func:`lrne.generation_step` (or :func:`lrne.sharded_generation_step` on a
+mesh), in the manner of brax's ``train(..., progress_fn)``: it derives every
+key from one key, collects each generation's metrics as a row of Python
+numbers, hands rows to callbacks (progress bars, metric files and early stops
+live there, not here), and checkpoints the run state so that a killed run
+resumes exactly.
+
+Keys: ``key`` splits into (params, init, run) keys, and generation ``g`` uses
+``fold_in(run_key, g)``; so a run of N generations is a prefix of a run of
+M > N with the same key, and a resumed run repeats the uninterrupted one bit
+for bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import numpy as np
+from jax.sharding import Mesh
+
+from lrne.distributed import replicate, sharded_generation_step
+from lrne.generation import generation_step
+from lrne.genome import Metrics, Population, PyTree
+from lrne.strategies.base import Strategy, check_int
+from lrne.tasks import Classification, Gymnax, LanguageModel, Lorenz
+
+Row = dict[str, Any]
+"""One generation's metrics as Python numbers, plus ``generation`` and ``seconds``."""
+
+
+class RunResult(NamedTuple):
+    """What :func:`run` returns.
+
+    Attributes:
+        state: the strategy state after the last generation run (its
+            ``best_params`` is the run's answer).
+        history: the rows of the generations this call ran (after a resume,
+            only those past the restored generation).
+        generation: the number of generations done, i.e. the next one's index
+            (less than ``generations`` when a callback stopped the run).
+    """
+
+    state: Any
+    history: list[Row]
+    generation: int
+
+
+class Callback(Protocol):
+    """Host-side hooks :func:`run` calls; subclass it to override only some.
+
+    Callbacks are the impure shell (progress, files, early stopping); they run
+    between generations and see Python numbers, never traced values.
+    """
+
+    def on_start(self, generation: int, state: Any) -> None:
+        """Before the first generation; ``generation`` > 0 when the run was resumed."""
+
+    def on_generation(self, generation: int, row: Row, state: Any) -> bool | None:
+        """After generation ``generation``; return True to stop the run after it."""
+        return None
+
+    def on_end(self, result: RunResult) -> None:
+        """After the last generation and the last checkpoint."""
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_step(
+    strategy: Strategy, task: Any, population_size: int | None, mesh: Mesh | None
+) -> Callable[[Any, jax.Array], tuple[Any, Metrics]]:
+    # Cached so that runs of the same strategy and task (seeds of a benchmark)
+    # compile once: a new jit of a new closure would compile again.
+    if mesh is None:
+        return jax.jit(generation_step(strategy, task))
+    return jax.jit(sharded_generation_step(strategy, task, population_size, mesh))
+
+
+def _row(metrics: Metrics) -> Row:
+    return {name: value.tolist() for name, value in jax.device_get(metrics).items()}
+
+
+def run(
+    strategy: Strategy,
+    task: Any,
+    key: jax.Array,
+    generations: int,
+    *,
+    state: Any = None,
+    params: PyTree | None = None,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_dir: str | Path | None = None,
+    checkpoint_every: int = 10,
+    mesh: Mesh | None = None,
+) -> RunResult:
+    """Run ``strategy`` on ``task`` for ``generations`` generations.
+
+    Args:
+        strategy: any lrne :class:`~lrne.strategies.Strategy`.
+        task: a :class:`~lrne.tasks.Task` (or an unrollable task for online ES).
+        key: a typed key; it alone determines the run.
+        generations: the total number of generations, >= 1 (a resumed run
+            continues up to it).
+        state: a strategy state to start from instead of
+            ``strategy.init(init_key, params, task)``.
+        params: the initial variables (default ``task.init_params(params_key)``);
+            not with ``state``.
+        callbacks: :class:`Callback` objects, called in order.
+        checkpoint_dir: where to keep the run state (the strategy state, the
+            next generation's index and the key's data, orbax). If it holds a
+            checkpoint of this run, the run resumes from the latest readable one
+            (damaged ones are moved aside, see :mod:`lrne.checkpoint`).
+        checkpoint_every: save every this many generations (and always after
+            the last one or a stop); 0 = only then. Ignored without
+            ``checkpoint_dir``.
+        mesh: split the population over the devices of this 1-D
+            ``"population"`` mesh (:func:`lrne.distributed.population_mesh`);
+            the population size must be a multiple of its device count.
+
+    Returns:
+        A :class:`RunResult`. Its ``state`` is a device value; metrics rows are
+        Python numbers (the first generation's ``seconds`` include compiling).
+
+    Raises:
+        ValueError: bad arguments, or ``checkpoint_dir`` holds another run (a
+            different key or state shapes) or one past ``generations``.
+
+    Example:
+        >>> result = lrne.run(lrne.ga(64, 8, 0.5), task, jax.random.key(0), 50)
+        >>> lrne.evaluate_best(task, result.state.best_params, jax.random.key(1))
+    """
+    check_int("generations", generations, 1)
+    check_int("checkpoint_every", checkpoint_every, 0)
+    if state is not None and params is not None:
+        raise ValueError("give state or params, not both: params only build the initial state")
+    key_params, key_init, key_run = jax.random.split(key, 3)
+    if state is None:
+        params = task.init_params(key_params) if params is None else params
+        state = strategy.init(key_init, params, task)
+
+    population_size = None
+    if mesh is not None:
+        population = jax.eval_shape(lambda k, s: strategy.ask(k, s)[0], key_run, state)
+        population_size = population.size
+        state = replicate(state, mesh)
+    step = _compiled_step(strategy, task, population_size, mesh)
+
+    checkpoints, start = None, 0
+    key_data = np.asarray(jax.random.key_data(key))
+    if checkpoint_dir is not None:
+        # Imported here: orbax adds half a second to `import lrne`.
+        from lrne.checkpoint import RunCheckpoints
+
+        checkpoints = RunCheckpoints(checkpoint_dir)
+        restored = checkpoints.restore_latest({"state": state, "key": key_data})
+        if restored is not None:
+            start, saved = restored
+            if not np.array_equal(saved["key"], key_data):
+                raise ValueError(
+                    f"checkpoint_dir: {str(checkpoint_dir)!r} holds a run of another key"
+                )
+            if start > generations:
+                raise ValueError(
+                    f"generations ({generations}) is less than the {start} generations "
+                    f"already run in {str(checkpoint_dir)!r}"
+                )
+            state = saved["state"] if mesh is None else replicate(saved["state"], mesh)
+
+    for callback in callbacks:
+        callback.on_start(start, state)
+    history: list[Row] = []
+    generation = start
+    try:
+        while generation < generations:
+            tick = time.perf_counter()
+            state, metrics = step(state, jax.random.fold_in(key_run, generation))
+            row = _row(metrics) | {"generation": generation}
+            row["seconds"] = time.perf_counter() - tick
+            history.append(row)
+            # Every callback sees the row, even after one asked to stop.
+            stop = any([bool(c.on_generation(generation, row, state)) for c in callbacks])
+            generation += 1
+            due = checkpoint_every and generation % checkpoint_every == 0
+            if checkpoints is not None and (due or stop or generation == generations):
+                checkpoints.save(generation, {"state": state, "key": key_data})
+            if stop:
+                break
+    finally:
+        if checkpoints is not None:
+            checkpoints.close()
+    result = RunResult(state, history, generation)
+    for callback in callbacks:
+        callback.on_end(result)
+    return result
+
+
+@functools.singledispatch
+def evaluate_best(task: Any, params: PyTree, key: jax.Array, num_episodes: int = 32) -> float:
+    """Score one member's variables (e.g. ``state.best_params``) on fresh evaluations.
+
+    A member's training fitness is the best of many noisy draws, so it is
+    biased upward; this scores it again, higher is better:
+
+    - :class:`~lrne.tasks.Gymnax`: the mean return over ``num_episodes`` new
+      episodes drawn from ``key`` (the same environment, policy and step cap).
+    - :class:`~lrne.tasks.LanguageModel`: minus the loss (nats per token) on
+      the held-out batch; :class:`~lrne.tasks.Classification`: the objective
+      on the eval split; :class:`~lrne.tasks.Lorenz`: minus the loss over the
+      horizon. These are deterministic: ``key`` and ``num_episodes`` are unused.
+    - any other task: its ``evaluate(key, Population({}, params[None]))``.
+
+    Register a task type of your own with ``lrne.evaluate_best.register(MyTask)``.
+
+    Args:
+        task: the task the member was evolved on.
+        params: one member's variables, without a member axis.
+        key: a typed key for the fresh evaluations.
+        num_episodes: episodes for an RL task, >= 1.
+    """
+    del num_episodes
+    population = Population({}, jax.tree.map(lambda x: x[None], params))
+    return float(jax.jit(task.evaluate)(key, population)[0][0])
+
+
+@functools.lru_cache(maxsize=8)
+def _fresh_episodes(task: Gymnax, num_episodes: int) -> Callable:
+    fresh = Gymnax(
+        task.env,
+        task.policy,
+        num_episodes=num_episodes,
+        max_steps=task.max_steps,
+        early_exit=task.early_exit,
+        compaction=task.compaction,
+        env_params=task.env_params,
+    )
+    return jax.jit(fresh.evaluate)
+
+
+@evaluate_best.register
+def _(task: Gymnax, params: PyTree, key: jax.Array, num_episodes: int = 32) -> float:
+    check_int("num_episodes", num_episodes, 1)
+    population = Population({}, jax.tree.map(lambda x: x[None], params))
+    return float(_fresh_episodes(task, num_episodes)(key, population)[0][0])
+
+
+@evaluate_best.register
+def _(task: LanguageModel, params: PyTree, key: jax.Array, num_episodes: int = 32) -> float:
+    del key, num_episodes
+    return -float(jax.jit(task.loss)(params, task.eval_inputs, task.eval_targets))
+
+
+@evaluate_best.register
+def _(task: Classification, params: PyTree, key: jax.Array, num_episodes: int = 32) -> float:
+    del key, num_episodes
+    score = lambda p: task.score(task.apply(p, task.eval_inputs), task.eval_labels)
+    return float(jax.jit(score)(params))
+
+
+@evaluate_best.register
+def _(task: Lorenz, params: PyTree, key: jax.Array, num_episodes: int = 32) -> float:
+    del key, num_episodes
+    return -float(jax.jit(task.loss)(params))
