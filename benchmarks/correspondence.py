@@ -187,7 +187,7 @@ def main() -> None:
     for name, (params, loss) in (("quadratic", quadratic()), ("mlp", small_mlp)):
         grad_norm = float(jnp.linalg.norm(flatten(jax.grad(loss)(params))))
         beta = 0.2 / (0.02 * grad_norm)  # a = βσ|∇U| = 0.2 at σ = 0.02
-        for sigma in (0.02, 0.01, 0.005):
+        for sigma in (0.02,) if args.quick else (0.02, 0.01, 0.005):  # each is a compile
             for b in (beta, math.inf):
                 statistics[name].append(one_step(params, loss, sigma, b, samples, chunk))
                 print(name, statistics[name][-1])

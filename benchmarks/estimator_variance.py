@@ -19,25 +19,30 @@ import argparse
 
 import jax
 import numpy as np
-import optax
 from common import machine, write
 
 import lrne
+from lrne.strategies.online import record_estimate
 
 
 def draws(strategy, task, num_draws: int, windows: int) -> np.ndarray:
-    """(num_draws, 2) estimates: the last of ``windows`` windows of independent runs."""
+    """(num_draws, 2) estimates: the last of ``windows`` windows of independent runs.
+
+    The strategy's optimizer is :func:`~lrne.strategies.online.record_estimate`:
+    θ stays fixed and ``opt_state.ascent`` holds the last window's ĝ.
+    """
+    step = lrne.generation_step(strategy, task)
 
     def one(key):
         state = strategy.init(key, task.init_params(), task)
 
         def body(state, k):
-            state, gradient, metrics = strategy.estimate(task, state, k)
-            return state, (gradient, metrics["num_masked_in"])
+            state, metrics = step(state, k)
+            return state, metrics["num_masked_in"]
 
         keys = jax.random.split(jax.random.fold_in(key, 1), windows)
-        _, (gradient, count) = jax.lax.scan(body, state, keys)
-        last = jax.tree.map(lambda g: g[-1], gradient)
+        state, count = jax.lax.scan(body, state, keys)
+        last = state.opt_state.ascent
         return jax.numpy.stack([last["log_a"], last["log_r"]]), count[-1]
 
     keys = jax.random.split(jax.random.key(0), num_draws)
@@ -56,12 +61,12 @@ def main() -> None:
     horizon = task.horizon
     n, window = (20, horizon // 10) if args.quick else (200, 100)
     num_draws = 64 if args.quick else args.draws
-    sgd = optax.sgd(0.0)  # estimate() never applies it: θ stays fixed
+    recorder = record_estimate()  # θ stays fixed; the optimizer state keeps ĝ
     methods = {
-        "nres": (lrne.nres(n, 0.04, sgd, window, horizon), horizon // window),
-        "pes": (lrne.pes(n, 0.04, sgd, window, horizon), horizon // window),
-        "tes": (lrne.tes(n, 0.04, sgd, window, horizon), horizon // window),
-        "full_es": (lrne.full_es(max(1, n // 20), 0.04, sgd, horizon), 1),
+        "nres": (lrne.nres(n, 0.04, recorder, window, horizon), horizon // window),
+        "pes": (lrne.pes(n, 0.04, recorder, window, horizon), horizon // window),
+        "tes": (lrne.tes(n, 0.04, recorder, window, horizon), horizon // window),
+        "full_es": (lrne.full_es(max(1, n // 20), 0.04, recorder, horizon), 1),
     }
     result: dict = {"variance": {}, "variance_per_coordinate": {}, "mean": {}}
     for name, (strategy, windows) in methods.items():

@@ -109,7 +109,7 @@ def methods(task, quick: bool):
         out[name] = (
             lambda key, s=strategy: s.init(key, task.init_params(), task),
             lambda state, key, step=step: step(state, key)[0],
-            lambda state: state.mean,
+            lambda state: state.best_params,
             2 * particles * w,
         )
     init, step = tbptt(task, n, window, optax.sgd(3e-4))

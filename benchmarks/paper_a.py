@@ -33,7 +33,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from common import RESULTS, machine, mean_ci95, tinyshakespeare, write
+from common import RESULTS, corpus, machine, mean_ci95, write
 
 import lrne
 from lrne.nn.transformer import Transformer
@@ -85,32 +85,28 @@ def run_arm(task_name: str, arm: str, settings: dict, text: str) -> dict:
     task, is_rl = build(task_name, arm, settings["quick"], text)
     population, generations = settings["population"], settings["generations"][task_name]
     strategy = lrne.ga(population, settings["num_elites"], settings["sigma"])
-    step = jax.jit(lrne.generation_step(strategy, task))
     params = task.init_params(jax.random.key(0))
-    final_test = None
-    if is_rl:
-        test_task = lrne.tasks.Gymnax(
-            task.env, task.policy, num_episodes=16, max_steps=task.max_steps
-        )
-        final_test = jax.jit(
-            lambda key, p: test_task.evaluate(key, jax.tree.map(lambda x: x[None], p))[0][0]
-        )
     seeds = []
     for seed in range(settings["seeds"]):
-        key_params, key_init, key_run, key_test = jax.random.split(jax.random.key(seed), 4)
-        state = strategy.init(key_init, task.init_params(key_params))
-        curve, seconds, env_steps = [], [], []
-        for key in jax.random.split(key_run, generations):
-            tick = time.perf_counter()
-            state, metrics = step(state, key)
-            metrics = jax.device_get(metrics)
-            seconds.append(time.perf_counter() - tick)
-            curve.append(float(metrics["best_fitness"]))
-            env_steps.append(int(metrics.get("env_steps", metrics.get("tokens", 0))))
-        final = float(final_test(key_test, state.best_params)) if is_rl else curve[-1]
-        seeds.append({"curve": curve, "seconds": seconds, "env_steps": env_steps, "final": final})
-        if not is_rl:
-            seeds[-1]["final_eval_loss"] = float(metrics["best_eval_loss"])
+        # lrne.run compiles the generation step once for all seeds of an arm.
+        key_run, key_test = jax.random.split(jax.random.key(seed))
+        result = lrne.run(strategy, task, key_run, generations)
+        history, best = result.history, result.state.best_params
+        seeds.append(
+            {
+                "curve": [row["best_fitness"] for row in history],
+                "seconds": [row["seconds"] for row in history],
+                "env_steps": [row.get("env_steps", row.get("tokens", 0)) for row in history],
+                # RL: the best member on 16 fresh episodes; LM: its training fitness.
+                "final": (
+                    lrne.evaluate_best(task, best, key_test, num_episodes=16)
+                    if is_rl
+                    else history[-1]["best_fitness"]
+                ),
+            }
+        )
+        if not is_rl:  # evaluate_best of a language model: minus the held-out loss
+            seeds[-1]["final_eval_loss"] = -lrne.evaluate_best(task, best, key_test)
     window = settings["window"]
     first = [s for seed in seeds for s in seed["seconds"][1 : 1 + window]]  # [0] compiles
     last = [s for seed in seeds for s in seed["seconds"][-window:]]
@@ -204,9 +200,7 @@ def main() -> None:
         args.tasks = [t for t in TASKS if not (args.quick and t == "space_invaders")]
     if args.seeds is not None:
         settings["seeds"] = args.seeds
-    text = tinyshakespeare()
-    if args.quick:
-        text = text[:20_000]
+    text = corpus(args.quick)  # quick: generated, nothing read outside the repository
 
     start = time.perf_counter()
     tasks: dict = {}

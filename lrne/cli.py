@@ -1,9 +1,12 @@
 """``lrne`` command line: the imperative shell around the pure library.
 
 ``lrne train`` evolves a factorized MLP policy on a gymnax environment with the
-truncation GA, showing progress, and writes to the run directory:
-``metrics.jsonl`` (one line per generation), ``checkpoint/`` (the best params,
-orbax), ``learning_curve.png`` and ``summary.json``.
+truncation GA. The loop is :func:`lrne.run` (checkpoints and resume included);
+this module adds the options, a progress bar and a metrics file
+(:mod:`lrne.callbacks`), and writes to the run directory: ``config.json``,
+``metrics.jsonl`` (one line per generation), ``run_state/`` (the run's
+checkpoints), ``checkpoint/`` (the best params, orbax), ``learning_curve.png``
+and ``summary.json`` (with :func:`lrne.evaluate_best` on 32 fresh episodes).
 """
 
 from __future__ import annotations
@@ -225,7 +228,11 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         rank=args.rank,
         input_ndim=max(1, obs_ndim),
     )
-    task = lrne.tasks.Gymnax(env, policy, num_episodes=args.num_episodes, env_params=env_params)
+    # Halving buffers compiles 4 compaction stages instead of 9 at 256 episodes:
+    # measured 5 s less compile (of ~15 s) for ~0.3 s more stepping over 20 generations.
+    task = lrne.tasks.Gymnax(
+        env, policy, num_episodes=args.num_episodes, compaction=0.5, env_params=env_params
+    )
     return lrne.ga(args.population_size, args.num_elites, args.sigma), task
 
 

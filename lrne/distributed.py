@@ -132,9 +132,10 @@ def sharded_generation_step(
     Args:
         strategy: any lrne strategy (GA, ES, Metropolis, or an online one).
         task: as for :func:`lrne.generation_step`.
-        population_size: the strategy's population size (``num_particles`` or
-            ``num_chains`` for online ES and Metropolis); must be a multiple of
-            the number of devices.
+        population_size: the strategy's population size (``2 * num_particles``
+            for online ES, ``num_chains`` for Metropolis); must be a multiple of
+            the number of devices (TES, which unrolls 3N copies, needs
+            ``num_particles`` to be one too).
         mesh: a 1-D mesh with axis ``"population"``; default all devices.
 
     For the same key, 1, 2 or 4 devices give the same result (tested bit for

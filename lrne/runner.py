@@ -123,6 +123,9 @@ def run(
             ``"population"`` mesh (:func:`lrne.distributed.population_mesh`);
             the population size must be a multiple of its device count.
 
+    The jit-compiled step is cached per (strategy, task, mesh), so runs of
+    the same objects (seeds) compile once: treat a task as immutable.
+
     Returns:
         A :class:`RunResult`. Its ``state`` is a device value; metrics rows are
         Python numbers (the first generation's ``seconds`` include compiling).

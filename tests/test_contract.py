@@ -183,7 +183,10 @@ def check_the_model_consumes_the_members(name, start, states, history):
 def test_contract(strategy_name, model):
     task = CommonNoise("Pendulum-v1", MODELS[model], max_steps=32, early_exit=False)
     strategy = poisoned(build(strategy_name, task))
-    start = strategy.init(jax.random.key(0), task.init_params(jax.random.key(1)), task)
+    params = task.init_params(jax.random.key(1))
+    nodes = jax.tree.leaves(params, is_leaf=lrne.genome.is_node)
+    assert any(isinstance(x, lrne.Factors) for x in nodes) == (model == "lrne")
+    start = strategy.init(jax.random.key(0), params, task)
     keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(2), jnp.arange(GENERATIONS))
 
     states, history = run_loop(strategy, task, start, keys)
@@ -196,7 +199,7 @@ def test_contract(strategy_name, model):
     check_the_model_consumes_the_members(strategy_name, start, states, history)
 
     if model == "flax":
-        # One compile per check: lax.scan only for the stock-flax model.
+        # The scan compiles the step again: once per strategy keeps this file fast.
         scan = jax.jit(lambda s, k: jax.lax.scan(lrne.generation_step(strategy, task), s, k))
         final, scanned = scan(start, keys)
         for i, (a, b) in enumerate(zip(arrays(final), arrays(states[-1]), strict=True)):

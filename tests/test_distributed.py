@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 
+import chex
 import jax
 import numpy as np
 import optax
@@ -12,86 +13,86 @@ import pytest
 
 import lrne
 from lrne.distributed import population_mesh, sharded_generation_step
+from lrne.strategies import REGISTRY
 
-# One process with 4 CPU devices; meshes over the first 1, 2 and 4 of them.
-SCRIPT = """
+# The run both scripts share: every registry strategy on a tiny CartPole. These
+# random policies fall within 32 steps at different times, so fitness varies,
+# and the discrete actions make the fitness exact under the float differences
+# between batch sizes (members per device). T = 32: online ES take windows of 8.
+SETUP = """
 import sys
-import jax, numpy as np, optax
+import jax, numpy as np
 import lrne
 from lrne.distributed import population_mesh, sharded_generation_step
 
-assert len(jax.devices()) == 4
-# Fixed-length rollouts compile faster than early exit; random CartPole
-# policies fall within 50 steps at different times, so fitness varies.
-offline_task = lrne.tasks.Gymnax(
-    "CartPole-v1", lrne.nn.MLP((8,), 2, rank=2), max_steps=50, early_exit=False
+POPULATION = 8
+ONLINE = ("nres", "pes", "tes", "full_es")
+task = lrne.tasks.Gymnax(
+    "CartPole-v1", lrne.nn.MLP((8,), 2, rank=2), max_steps=32, early_exit=False
 )
-online_task = lrne.tasks.Gymnax(
-    "CartPole-v1", lrne.nn.MLP((8,), 2, rank=2), max_steps=20, early_exit=False
-)
-params = offline_task.init_params(jax.random.key(1))
-offline = (
-    ("ga", lrne.ga(8, 2, 0.3), 8),
-    ("es", lrne.es(8, 0.05, optax.adam(0.03), noise_rank=1), 8),
-    ("metropolis", lrne.metropolis(4, 0.05, 10.0), 4),
-)
-online = (
-    ("nres", lrne.nres(4, 0.05, optax.sgd(0.01), 5, 20, noise_rank=1), 4),
-    ("tes", lrne.tes(4, 0.05, optax.sgd(0.01), 5, 20), 4),
-)
+params = task.init_params(jax.random.key(3))
+keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(4), jax.numpy.arange(6))
 
-def leaves(state):
-    return [np.asarray(x) for x in jax.tree.leaves(state)
+def build(name):
+    extra = {"horizon": task.horizon} if name in ONLINE else {}
+    strategy = lrne.strategies.make(name, POPULATION, **extra)
+    return strategy, strategy.init(jax.random.key(0), params, task)
+
+def leaves(tree):
+    return [np.asarray(x) for x in jax.tree.leaves(tree)
             if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)]
-
-out = {}
-keys = jax.random.split(jax.random.key(2), 5)
-for name, strategy, size in offline + online:
-    task = online_task if (name, strategy, size) in online else offline_task
-    start = (strategy.init(jax.random.key(0), params, task) if task is online_task
-             else strategy.init(jax.random.key(0), params))
-    for i, x in enumerate(leaves(start)):
-        out[f"{name}/start/{i}"] = x
-    for n in (1, 2, 4):
-        mesh = population_mesh(jax.devices()[:n])
-        step = jax.jit(sharded_generation_step(strategy, task, size, mesh))
-        state = lrne.distributed.replicate(start, mesh)
-        for k in keys:
-            state, metrics = step(state, k)
-        for i, x in enumerate(leaves(state) + [np.asarray(metrics["fitness_mean"])]):
-            out[f"{name}/{n}/{i}"] = x
-np.savez(sys.argv[1], **out)
 """
 
-NAMES = ("ga", "es", "metropolis", "nres", "tes")
+# One process with 4 CPU devices: every registry strategy on meshes of 1 and 2
+# devices, and the ES with low-rank noise on 4 as well.
+SCRIPT = (
+    SETUP
+    + """
+assert len(jax.devices()) == 4
+out = {}
+for name in sorted(lrne.strategies.REGISTRY):
+    strategy, start = build(name)
+    for i, x in enumerate(leaves(start)):
+        out[f"{name}/start/{i}"] = x
+    for n in (1, 2, 4) if name == "es_lowrank" else (1, 2):
+        mesh = population_mesh(jax.devices()[:n])
+        step = jax.jit(sharded_generation_step(strategy, task, POPULATION, mesh))
+        state = lrne.distributed.replicate(start, mesh)
+        history = []
+        for k in keys:
+            state, metrics = step(state, k)
+            history.append([metrics["fitness_mean"], metrics["fitness_max"]])
+        out[f"{name}/{n}/fitness"] = np.asarray(history)
+        for i, x in enumerate(leaves(state)):
+            out[f"{name}/{n}/state/{i}"] = x
+np.savez(sys.argv[1], **out)
+"""
+)
 
 
 # Two processes of 2 CPU devices each, joined by jax.distributed (gloo): the
-# README's multi-host recipe on one machine. Same run as the fixture's "es".
-MULTI_PROCESS = """
+# README's multi-host recipe on one machine. Same run as SCRIPT's "es_lowrank".
+MULTI_PROCESS = (
+    """
 import sys
 import jax
 jax.config.update("jax_cpu_collectives_implementation", "gloo")
 jax.distributed.initialize(
     coordinator_address=sys.argv[1], num_processes=2, process_id=int(sys.argv[2])
 )
-import numpy as np, optax
-import lrne
-
-assert len(jax.devices()) == 4 and len(jax.local_devices()) == 2
-task = lrne.tasks.Gymnax(
-    "CartPole-v1", lrne.nn.MLP((8,), 2, rank=2), max_steps=50, early_exit=False
-)
-strategy = lrne.es(8, 0.05, optax.adam(0.03), noise_rank=1)
-state = strategy.init(jax.random.key(0), task.init_params(jax.random.key(1)))
-state = lrne.distributed.replicate(state)
-step = jax.jit(lrne.sharded_generation_step(strategy, task, 8))
-for k in jax.random.split(jax.random.key(2), 5):
-    state, metrics = step(state, k)
-leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(state)
-          if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)]
-np.savez(sys.argv[3], *leaves)
 """
+    + SETUP
+    + """
+assert len(jax.devices()) == 4 and len(jax.local_devices()) == 2
+strategy, state = build("es_lowrank")
+state = lrne.distributed.replicate(state)
+step = jax.jit(sharded_generation_step(strategy, task, POPULATION))
+for k in keys:
+    state, metrics = step(state, k)
+local = jax.tree.map(lambda x: x.addressable_data(0), state)
+np.savez(sys.argv[3], *leaves(local))
+"""
+)
 
 
 def _launch(code: str, args: list[str], devices: int) -> subprocess.Popen:
@@ -113,9 +114,11 @@ def _wait(proc: subprocess.Popen) -> None:
 def test_sharded_runs_are_bit_identical_across_devices_and_processes(tmp_path):
     """One test, so that the subprocesses run once (xdist would split a fixture's users).
 
-    For every strategy: 1, 2 and 4 devices give the same bits, and the run
-    moved the parameters (so the comparison is not vacuous). Two processes of 2 devices
-    each, joined by jax.distributed, give the 1-device ES run bit for bit.
+    For every registry strategy: 1 and 2 devices (and 4 for the low-rank ES)
+    give the same state and metrics, bit for bit; members' fitness differed
+    and the state moved, so the comparison is not vacuous. Two
+    processes of 2 devices each, joined by jax.distributed, give the 1-device
+    low-rank ES run bit for bit.
     """
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
@@ -127,23 +130,35 @@ def test_sharded_runs_are_bit_identical_across_devices_and_processes(tmp_path):
         _wait(proc)
     runs = dict(np.load(tmp_path / "runs.npz"))
 
-    for name in NAMES:
+    for name in REGISTRY:
         ones = sorted(k for k in runs if k.startswith(f"{name}/1/"))
-        assert ones, name
-        for k in ones:
-            for devices in (2, 4):
+        assert len(ones) > 2, name
+        for devices in (2, 4) if name == "es_lowrank" else (2,):
+            for k in ones:
                 other = k.replace("/1/", f"/{devices}/")
                 np.testing.assert_array_equal(runs[other], runs[k], err_msg=other)
+        # Not vacuous: members' fitness differed (a member scored on the wrong
+        # device or gathered out of order would change the update), and the
+        # run moved the state.
+        mean, best = runs[f"{name}/1/fitness"].T
+        assert np.any(best != mean), f"{name}: every member scored alike in every generation"
         starts = sorted(k for k in runs if k.startswith(f"{name}/start/"))
+        assert starts, name
         assert any(
-            not np.array_equal(runs[k.replace("/start/", "/4/")], runs[k]) for k in starts
+            runs[k].dtype.kind == "f"
+            and not np.array_equal(runs[k.replace("/start/", "/1/state/")], runs[k])
+            for k in starts
         ), f"{name}: the run left every state leaf unchanged"
 
+    single = sorted(
+        (k for k in runs if k.startswith("es_lowrank/1/state/")),
+        key=lambda k: int(k.split("/")[-1]),
+    )
     for i in range(2):
         got = np.load(tmp_path / f"{i}.npz")
-        assert len(got.files) == len([k for k in runs if k.startswith("es/1/")]) - 1
-        for j in range(len(got.files)):
-            np.testing.assert_array_equal(got[f"arr_{j}"], runs[f"es/1/{j}"])
+        assert len(got.files) == len(single)
+        for j, k in enumerate(single):
+            np.testing.assert_array_equal(got[f"arr_{j}"], runs[k], err_msg=k)
 
 
 def test_population_must_be_a_multiple_of_the_devices():
@@ -163,9 +178,11 @@ def test_mesh_must_have_the_population_axis():
 
 def test_sharded_step_under_scan_matches_the_unsharded_step():
     """In process, on one device: the same algorithm as generation_step, to rounding."""
-    task = lrne.tasks.Gymnax("CartPole-v1", lrne.nn.MLP((8,), 2, rank=2), max_steps=50)
+    task = lrne.tasks.Gymnax(
+        "CartPole-v1", lrne.nn.MLP((8,), 2, rank=2), max_steps=32, early_exit=False
+    )
     strategy = lrne.es(8, 0.05, optax.adam(0.03), noise_rank=1)
-    start = strategy.init(jax.random.key(0), task.init_params(jax.random.key(1)))
+    start = strategy.init(jax.random.key(0), task.init_params(jax.random.key(3)))
     keys = jax.random.split(jax.random.key(2), 3)
     results = []
     for step in (
@@ -177,6 +194,5 @@ def test_sharded_step_under_scan_matches_the_unsharded_step():
     (sharded, history), (plain, plain_history) = results
     assert history["fitness_max"].shape == (3,) and np.all(np.asarray(history["env_steps"]) > 0)
     np.testing.assert_allclose(history["fitness_mean"], plain_history["fitness_mean"], rtol=1e-5)
-    for a, b in zip(jax.tree.leaves(sharded.mean), jax.tree.leaves(plain.mean), strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(sharded.mean, plain.mean, rtol=1e-5, atol=1e-6)
     assert not np.allclose(jax.tree.leaves(sharded.mean)[1], jax.tree.leaves(start.mean)[1])

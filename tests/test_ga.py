@@ -10,7 +10,7 @@ from lrne.nn import MLP
 
 
 def sphere(population):
-    return -jnp.sum(population["x"] ** 2, axis=-1)
+    return -jnp.sum(population.members["x"] ** 2, axis=-1)
 
 
 def test_elites_survive_bit_identical_and_children_differ(key):
@@ -22,12 +22,13 @@ def test_elites_survive_bit_identical_and_children_differ(key):
     state, _ = strategy.tell(jax.random.key(2), state, population, fitness)
 
     top = np.argsort(-np.asarray(fitness), kind="stable")[:4]
-    np.testing.assert_array_equal(state.elites["x"], np.asarray(population["x"])[top])
+    np.testing.assert_array_equal(state.elites["x"], np.asarray(population.members["x"])[top])
     np.testing.assert_array_equal(state.elite_fitness, np.asarray(fitness)[top])
 
     children, _ = strategy.ask(jax.random.key(3), state)
-    np.testing.assert_array_equal(children["x"][:4], state.elites["x"])
-    kids = np.asarray(children["x"][4:])
+    assert children.shared == {}
+    np.testing.assert_array_equal(children.members["x"][:4], state.elites["x"])
+    kids = np.asarray(children.members["x"][4:])
     elites = np.asarray(state.elites["x"])
     # Every child differs from every elite, and is nearest to one of them.
     distance = np.linalg.norm(kids[:, None] - elites[None], axis=-1)
@@ -42,9 +43,10 @@ def test_nonfinite_fitness_ranks_last(key):
     fitness = jnp.array([jnp.nan, 5.0, jnp.inf, 1.0, -jnp.inf, 3.0, 2.0, jnp.nan])
     state, metrics = strategy.tell(key, state, population, fitness)
     np.testing.assert_array_equal(state.elite_fitness, [5.0, 3.0, 2.0])
-    np.testing.assert_array_equal(state.elites["x"], population["x"][jnp.array([1, 5, 6])])
+    members = population.members
+    np.testing.assert_array_equal(state.elites["x"], members["x"][jnp.array([1, 5, 6])])
     assert float(state.best_fitness) == 5.0
-    np.testing.assert_array_equal(state.best_params["x"], population["x"][1])
+    np.testing.assert_array_equal(state.best_params["x"], members["x"][1])
     assert int(metrics["num_nonfinite"]) == 4
     # All non-finite: nothing reaches best_fitness.
     state2, _ = strategy.tell(
@@ -60,19 +62,20 @@ def test_mutation_std_follows_init_std_and_factors_get_sqrt_sigma(key):
     strategy = lrne.ga(population_size=num_children + 1, num_elites=1, sigma=sigma)
     state = strategy.init(key, params)
     population, _ = strategy.ask(jax.random.key(5), state)
-    delta = jax.tree.map(lambda p, e: p[1:] - e[0], population, state.elites)
-    p = params["params"]
-    a_std = float(jnp.std(p["Dense_0"]["kernel"]["A"]))
-    d = delta["params"]
-    # ~2000 x 192 samples per leaf: relative standard error of a std < 0.2%.
-    np.testing.assert_allclose(
-        float(jnp.std(d["Dense_0"]["kernel"]["A"])), np.sqrt(sigma) * a_std, rtol=0.02
-    )
+    delta = jax.tree.map(lambda p, e: p[1:] - e[0], population.members, state.elites)
+    # Both factors of both layers: noise std = sqrt(sigma) x the factor's init std.
+    # >= 2000 x 128 samples per leaf: relative standard error of a std < 0.2%.
+    for layer in ("Dense_0", "Dense_1"):
+        factors, noise = params["params"][layer]["kernel"], delta["params"][layer]["kernel"]
+        for name in ("A", "B"):
+            expected = np.sqrt(sigma) * float(jnp.std(getattr(factors, name)))
+            got = float(jnp.std(getattr(noise, name)))
+            np.testing.assert_allclose(got, expected, rtol=0.02, err_msg=f"{layer}.{name}")
     dense_params = MLP((64,), 3, rank=4).init(key, jnp.ones(48))
     strategy = lrne.ga(population_size=num_children + 1, num_elites=1, sigma=sigma)
     state = strategy.init(key, dense_params)
     population, _ = strategy.ask(jax.random.key(6), state)
-    head = population["params"]["Dense_1"]
+    head = population.members["params"]["Dense_1"]
     kernel_std = float(jnp.std(dense_params["params"]["Dense_1"]["kernel"]))
     np.testing.assert_allclose(
         float(jnp.std(head["kernel"][1:] - head["kernel"][0])), sigma * kernel_std, rtol=0.02
@@ -88,8 +91,9 @@ def test_freeze_by_path(key):
     }
     strategy = lrne.ga(population_size=6, num_elites=2, sigma=0.5, freeze=["LayerNorm"])
     population, _ = strategy.ask(key, strategy.init(key, params))
-    np.testing.assert_array_equal(population["LayerNorm_0"]["scale"], jnp.ones((6, 3)))
-    assert np.all(population["body"]["kernel"][2:] != population["body"]["kernel"][0])
+    members = population.members
+    np.testing.assert_array_equal(members["LayerNorm_0"]["scale"], jnp.ones((6, 3)))
+    assert np.all(members["body"]["kernel"][2:] != members["body"]["kernel"][0])
 
 
 @pytest.mark.parametrize(
@@ -112,26 +116,18 @@ class SphereTask:
         return sphere(population), {}
 
 
-def test_loop_and_scan_agree_and_compile_once(key):
+def test_ga_descends_the_sphere(key):
+    # From x = (3, 3, 3, 3), fitness -36; 40 generations of 28 children at
+    # sigma 0.3 (relative to the init std 1.0 a constant leaf gets) reach -0.5.
     strategy = lrne.ga(population_size=32, num_elites=4, sigma=0.3)
-    traces = []
-
-    def counted(state, k):
-        traces.append(1)
-        return lrne.generation_step(strategy, SphereTask())(state, k)
-
-    step = jax.jit(counted)
-    state0 = strategy.init(key, {"x": jnp.full(4, 3.0)})
+    state = strategy.init(key, {"x": jnp.full(4, 3.0)})
+    step = lrne.generation_step(strategy, SphereTask())
     keys = jax.random.split(jax.random.key(7), 40)
-    state = state0
-    loop_best = []
-    for k in keys:
-        state, metrics = step(state, k)
-        loop_best.append(metrics["best_fitness"])
-    assert len(traces) == 1
-    scanned, history = jax.lax.scan(counted, state0, keys)
-    np.testing.assert_array_equal(history["best_fitness"], jnp.stack(loop_best))
-    np.testing.assert_array_equal(scanned.best_params["x"], state.best_params["x"])
-    # It optimizes: from -36 to near 0, and best_fitness never decreases.
+    state, history = jax.jit(lambda s, k: jax.lax.scan(step, s, k))(state, keys)
+    assert float(history["fitness_max"][0]) < -20
     assert float(state.best_fitness) > -0.5
-    assert np.all(np.diff(np.asarray(history["best_fitness"])) >= 0)
+    np.testing.assert_allclose(
+        float(sphere(lrne.Population({}, jax.tree.map(lambda x: x[None], state.best_params)))[0]),
+        float(state.best_fitness),
+        rtol=1e-6,
+    )

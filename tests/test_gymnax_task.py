@@ -76,7 +76,8 @@ def test_closed_form_returns(early_exit, compaction, num_episodes):
         early_exit=early_exit,
         compaction=compaction,
     )
-    fitness, metrics = jax.jit(task.evaluate)(jax.random.key(0), {"params": {"k": k}})
+    population = lrne.Population({}, {"params": {"k": k}})
+    fitness, metrics = jax.jit(task.evaluate)(jax.random.key(0), population)
     expected = closed_form_returns(k, max_steps)
     np.testing.assert_array_equal(fitness, expected)
     assert int(metrics["env_steps"]) == int(expected.sum()) * num_episodes
@@ -94,12 +95,12 @@ def integer_mlp(key, num_members, task):
     """Integer weights on binary observations: every logit is an exact integer,
     so no float rounding can differ between buffer sizes."""
     keys = jax.random.split(key, num_members)
-    population = jax.vmap(task.init_params)(keys)
-    return jax.tree.map(lambda x: jnp.round(x * 40.0), population)
+    members = jax.vmap(task.init_params)(keys)
+    return lrne.Population({}, jax.tree.map(lambda x: jnp.round(x * 40.0), members))
 
 
 def test_compacted_equals_masked_on_minatar_breakout():
-    policy = MLP((16,), 3, activation=nn.relu)
+    policy = MLP((16,), 3, activation=nn.relu, input_ndim=3)
     settings = {"num_episodes": 2, "max_steps": 300}
     masked = Gymnax("Breakout-MinAtar", policy, early_exit=False, **settings)
     compacted = Gymnax("Breakout-MinAtar", policy, compaction=0.5, **settings)
@@ -111,9 +112,15 @@ def test_compacted_equals_masked_on_minatar_breakout():
     assert int(m_compact["env_steps"]) == int(m_masked["env_steps"])
     assert int(m_compact["env_steps_computed"]) < int(m_masked["env_steps_computed"])
     assert len(set(np.asarray(fit_masked).tolist())) > 1  # episodes really differ
-    # Same key, same results; another key, other episodes.
+    # Same key, same results; another key, other episodes (Breakout's reset and
+    # ball are random), in both modes alike.
     again, _ = jax.jit(compacted.evaluate)(key, population)
     np.testing.assert_array_equal(again, fit_compact)
+    other_key = jax.random.key(3)
+    other, m_other = jax.jit(compacted.evaluate)(other_key, population)
+    assert np.sum(np.asarray(other) != np.asarray(fit_compact)) >= 3
+    assert int(m_other["env_steps"]) != int(m_compact["env_steps"])
+    np.testing.assert_array_equal(other, jax.jit(masked.evaluate)(other_key, population)[0])
 
 
 def test_continuous_actions_are_squashed_into_the_box(key):
@@ -123,7 +130,7 @@ def test_continuous_actions_are_squashed_into_the_box(key):
     big = jax.tree.map(lambda x: 100.0 * x, params)
     action = task._act(big, obs)
     assert action.shape == (1,) and bool(jnp.all(jnp.abs(action) <= 2.0))
-    population = jax.tree.map(lambda x: jnp.stack([x, 2 * x]), params)
+    population = lrne.Population({}, jax.tree.map(lambda x: jnp.stack([x, 2 * x]), params))
     fitness, metrics = jax.jit(task.evaluate)(key, population)
     assert fitness.shape == (2,) and bool(jnp.all(jnp.isfinite(fitness)))
     assert int(metrics["env_steps"]) == 40
@@ -159,9 +166,11 @@ OFFLINE_ENVS = [e for e in gymnax.registered_envs if e != "MNISTBandit-bsuite"]
 
 @pytest.mark.parametrize("env_id", OFFLINE_ENVS)
 def test_every_gymnax_env_evaluates(env_id):
-    policy = MLP((8,), lrne.tasks.action_size(env_id), rank=2)
+    env, env_params = gymnax.make(env_id)
+    obs_ndim = len(env.observation_space(env_params).shape)
+    policy = MLP((8,), lrne.tasks.action_size(env_id), rank=2, input_ndim=obs_ndim)
     task = Gymnax(env_id, policy, num_episodes=2, max_steps=20)
-    population = jax.vmap(task.init_params)(jax.random.split(jax.random.key(0), 4))
-    fitness, metrics = jax.jit(task.evaluate)(jax.random.key(1), population)
+    members = jax.vmap(task.init_params)(jax.random.split(jax.random.key(0), 4))
+    fitness, metrics = jax.jit(task.evaluate)(jax.random.key(1), lrne.Population({}, members))
     assert fitness.shape == (4,) and bool(jnp.all(jnp.isfinite(fitness)))
     assert 0 < int(metrics["env_steps"]) <= 4 * 2 * 20

@@ -4,18 +4,17 @@ import hashlib
 import math
 import urllib.error
 import urllib.request
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import linen as nn
 
 import lrne
 from lrne.nn.transformer import Transformer, causal_attention, rotary
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "tinyshakespeare.txt"
 TEXT = (
     "the cat sat on the mat. the dog sat on the log. a cat and a dog sat on a mat. "
     "the mat was flat and the log was long. "
@@ -35,7 +34,8 @@ def factorized_task() -> lrne.tasks.LanguageModel:
 def ga_population(task: lrne.tasks.LanguageModel, size: int):
     params = task.init_params(jax.random.key(0))
     strategy = lrne.ga(size, 1, 0.5)
-    population, _ = strategy.ask(jax.random.key(1), strategy.init(jax.random.key(2), params))
+    state = strategy.init(jax.random.key(2), params)
+    population, _ = jax.jit(strategy.ask)(jax.random.key(1), state)
     return params, population
 
 
@@ -57,12 +57,12 @@ def test_every_component_has_its_own_rank():
     model = Transformer(vocab_size=30, num_blocks=1, qkv_rank=2, o_rank=3, ff_rank=4, embed_rank=5)
     params = model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"]
     block = params["block_0"]
-    assert block["q"]["kernel"]["A"].shape == (32, 2)
-    assert block["v"]["kernel"]["B"].shape == (2, 32)
-    assert block["o"]["kernel"]["A"].shape == (32, 3)
-    assert block["ff_in"]["kernel"]["A"].shape == (32, 4)
-    assert block["ff_out"]["kernel"]["B"].shape == (4, 32)
-    assert params["embed"]["embedding"]["A"].shape == (30, 5)
+    assert block["q"]["kernel"].A.shape == (32, 2)
+    assert block["v"]["kernel"].B.shape == (2, 32)
+    assert block["o"]["kernel"].A.shape == (32, 3)
+    assert block["ff_in"]["kernel"].A.shape == (32, 4)
+    assert block["ff_out"]["kernel"].B.shape == (4, 32)
+    assert params["embed"]["embedding"].A.shape == (30, 5)
     assert set(block["LayerNorm_ff"]) == {"scale", "bias"}
 
 
@@ -119,7 +119,8 @@ def test_uniform_predictor_loss_is_ln_vocab():
     vocab = len(lrne.tasks.LanguageModel.vocabulary(TEXT))
     task = lrne.tasks.LanguageModel(Uniform(vocab), TEXT, context=16, batch_size=4)
     params = task.init_params(jax.random.key(0))
-    fitness, metrics = task.evaluate(jax.random.key(0), jax.tree.map(lambda x: x[None], params))
+    population = lrne.Population({}, jax.tree.map(lambda x: x[None], params))
+    fitness, metrics = task.evaluate(jax.random.key(0), population)
     assert float(-fitness[0]) == pytest.approx(math.log(vocab), rel=1e-6)
     assert float(metrics["best_eval_loss"]) == pytest.approx(math.log(vocab), rel=1e-6)
     assert int(metrics["tokens"]) == 4 * 16
@@ -143,21 +144,23 @@ def test_loss_equals_an_explicit_cross_entropy():
     assert starts, "a training window is a slice of the text"
 
 
-def test_population_fitness_matches_member_losses_both_shapes():
+def test_population_fitness_matches_member_losses_ga_and_es():
     task = factorized_task()
+    loss = jax.jit(lambda variables: task.loss(variables, task.inputs, task.targets))
+    evaluate = jax.jit(task.evaluate)
     params, population = ga_population(task, 4)
-    fitness, _ = task.evaluate(jax.random.key(3), population)
+    fitness, _ = evaluate(jax.random.key(3), population)
     for i in range(4):
-        member = jax.tree.map(lambda x, i=i: x[i], population)
-        assert float(fitness[i]) == pytest.approx(
-            -float(task.loss(member, task.inputs, task.targets)), rel=1e-5
-        )
-    import optax
-
+        member = jax.tree.map(lambda x, i=i: x[i], population.members)
+        assert float(fitness[i]) == pytest.approx(-float(loss(member)), rel=1e-5)
+    # ES members: the loss of the mean with each member's δ formed densely.
     es = lrne.es(4, 0.05, optax.sgd(0.1), noise_rank=1)
-    perturbed, _ = es.ask(jax.random.key(1), es.init(jax.random.key(2), params))
-    fitness, _ = task.evaluate(jax.random.key(3), perturbed)
-    assert fitness.shape == (4,) and bool(jnp.all(jnp.isfinite(fitness)))
+    perturbed, _ = jax.jit(es.ask)(jax.random.key(1), es.init(jax.random.key(2), params))
+    fitness, _ = evaluate(jax.random.key(3), perturbed)
+    for i in range(4):
+        delta = jax.tree.map(lambda x, i=i: x[i], perturbed.members["perturb"])
+        explicit = {"params": lrne.perturb.apply(params["params"], delta)}
+        assert float(fitness[i]) == pytest.approx(-float(loss(explicit)), rel=1e-4)
     assert float(fitness[0]) != float(fitness[1])
 
 
@@ -188,9 +191,10 @@ def test_short_ga_run_lowers_the_loss():
 
 def test_layer_norms_are_frozen_by_the_ga_by_default():
     _, population = ga_population(factorized_task(), 6)
-    norm = population["params"]["block_0"]["LayerNorm_ff"]["scale"]
+    block = population.members["params"]["block_0"]
+    norm = block["LayerNorm_ff"]["scale"]
     np.testing.assert_array_equal(norm, jnp.ones_like(norm))
-    q = population["params"]["block_0"]["q"]["kernel"]["A"]
+    q = block["q"]["kernel"].A
     assert not np.allclose(q[1], q[2])
 
 
@@ -207,17 +211,35 @@ def test_bad_configurations_are_rejected():
         lrne.tasks.LanguageModel(small("small", 3), TEXT, context=8)
 
 
-def test_loader_reads_and_verifies_the_shared_corpus(tmp_path):
-    text = lrne.tasks.load_tinyshakespeare(CORPUS)
-    assert len(text) == 1_115_394 and text.startswith("First Citizen")
+@pytest.fixture
+def corpus(tmp_path, monkeypatch):
+    """A stand-in corpus written by the test, made canonical by patching the expected md5."""
+    data = TEXT.encode()
+    monkeypatch.setattr(lrne.tasks.language, "TINYSHAKESPEARE_MD5", hashlib.md5(data).hexdigest())
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(data)
+    return path
+
+
+def test_loader_reads_and_verifies_a_local_copy(corpus, tmp_path):
+    assert lrne.tasks.load_tinyshakespeare(corpus) == TEXT
     bad = tmp_path / "bad.txt"
-    bad.write_text(text[:-1])
-    with pytest.raises(ValueError, match="md5"):
+    bad.write_text(TEXT[:-1])  # one character short: another md5
+    with pytest.raises(ValueError, match="is not tiny Shakespeare: md5"):
         lrne.tasks.load_tinyshakespeare(bad)
 
 
-def test_loader_downloads_once_verifies_and_caches(tmp_path, monkeypatch):
-    data = CORPUS.read_bytes()
+def test_loader_rejects_a_file_that_is_not_the_canonical_corpus(tmp_path):
+    # Unpatched: the real md5, which the test's own text does not have.
+    path = tmp_path / "other.txt"
+    path.write_text(TEXT)
+    assert hashlib.md5(TEXT.encode()).hexdigest() != "6fb458f1232090904fb40fe944165e91"
+    with pytest.raises(ValueError, match="expected 6fb458f1232090904fb40fe944165e91"):
+        lrne.tasks.load_tinyshakespeare(path)
+
+
+def fake_download(monkeypatch, data: bytes) -> list:
+    """Patch ``urlopen`` to serve ``data``; returns the list of URLs requested."""
     calls = []
 
     class Response:
@@ -235,10 +257,25 @@ def test_loader_downloads_once_verifies_and_caches(tmp_path, monkeypatch):
         return Response()
 
     monkeypatch.setattr(urllib.request, "urlopen", fake_urlopen)
-    text = lrne.tasks.load_tinyshakespeare(cache_dir=str(tmp_path))
-    assert hashlib.md5(text.encode()).hexdigest() == lrne.tasks.language.TINYSHAKESPEARE_MD5
-    assert lrne.tasks.load_tinyshakespeare(cache_dir=str(tmp_path)) == text
-    assert len(calls) == 1 and not list(tmp_path.glob("*.part"))
+    return calls
+
+
+def test_loader_downloads_once_verifies_and_caches(corpus, tmp_path, monkeypatch):
+    calls = fake_download(monkeypatch, corpus.read_bytes())
+    cache = tmp_path / "cache"
+    text = lrne.tasks.load_tinyshakespeare(cache_dir=str(cache))
+    assert text == TEXT and calls == [lrne.tasks.language.TINYSHAKESPEARE_URL]
+    assert (cache / "tinyshakespeare.txt").read_text() == TEXT
+    assert lrne.tasks.load_tinyshakespeare(cache_dir=str(cache)) == text
+    assert len(calls) == 1 and not list(cache.glob("*.part"))
+
+
+def test_loader_rejects_a_corrupt_download_and_caches_nothing(corpus, tmp_path, monkeypatch):
+    fake_download(monkeypatch, corpus.read_bytes()[:-1])
+    cache = tmp_path / "cache"
+    with pytest.raises(ValueError, match="the download from .* has md5"):
+        lrne.tasks.load_tinyshakespeare(cache_dir=str(cache))
+    assert not cache.exists() or not list(cache.iterdir())
 
 
 def test_loader_without_network_says_what_to_do(tmp_path, monkeypatch):
@@ -254,19 +291,20 @@ def test_lowrank_es_member_equals_its_explicit_dense_weights():
     """A member's forward with its rank-1 perturbation (never formed) equals the
     unperturbed model run on the explicit dense weights W + δ, embedding and
     LayerNorms included."""
-    import optax
-
     model = Transformer.preset("full", 30, num_blocks=2)
     ids = jax.random.randint(jax.random.key(0), (2, 8), 0, 30)
     variables = model.init(jax.random.key(1), ids)
     es = lrne.es(4, 0.1, optax.sgd(0.1), noise_rank=1)
     population, _ = es.ask(jax.random.key(2), es.init(jax.random.key(3), variables))
+    perturbed = jax.jit(lambda member: lrne.nn.population_apply(model, member, ids)[0])
+    plain = jax.jit(lambda v: model.apply(v, ids))
     for i in (0, 3):
-        delta = jax.tree.map(lambda x, i=i: x[i], population.members["perturb"])
-        got = model.apply({**population.shared, "perturb": delta}, ids)
+        member = population.select(jnp.array([i]))
+        got = perturbed(member)
+        delta = jax.tree.map(lambda x: x[0], member.members["perturb"])
         explicit = {"params": lrne.perturb.apply(population.shared["params"], delta)}
-        np.testing.assert_allclose(got, model.apply(explicit, ids), rtol=1e-4, atol=1e-5)
-        assert not np.allclose(got, model.apply(population.shared, ids), atol=1e-3)
+        np.testing.assert_allclose(got, plain(explicit), rtol=1e-4, atol=1e-5)
+        assert not np.allclose(got, plain(population.shared), atol=1e-3)
 
 
 def test_layer_norm_matches_flax():

@@ -25,7 +25,7 @@ def one_step(sigma, beta, params, loss_fn, samples=SAMPLES, key=0):
     """Steps Δθ of ``samples`` independent chains from the same θ₀."""
     strategy = lrne.metropolis(samples, sigma, beta)
     state = strategy.init(jax.random.key(key), params)
-    fitness = jax.vmap(lambda p: -loss_fn(p))
+    fitness = lambda population: jax.vmap(lambda p: -loss_fn(p))(population.members)
 
     @jax.jit
     def run(state, key):
@@ -93,39 +93,43 @@ def test_small_mlp_one_step_statistics_at_infinite_beta():
     params = model.init(jax.random.key(0), x[0])
     loss = lambda p: jnp.mean((jax.vmap(lambda xi: model.apply(p, xi))(x) - y) ** 2)
     grad = flat_grad(loss, params)
-    sigma = 1e-3
-    steps, _ = one_step(sigma, math.inf, params, loss)
+    sigma, samples = 1e-3, SAMPLES // 4  # a forward pass per chain: fewer chains
+    steps, _ = one_step(sigma, math.inf, params, loss, samples=samples)
     predicted = -(sigma / math.sqrt(2 * math.pi)) * grad / np.linalg.norm(grad)
     error = np.abs(steps.mean(0) - predicted)
-    assert np.all(error < 5 * sigma / math.sqrt(SAMPLES) + 0.02 * sigma)
+    assert np.all(error < 5 * sigma / math.sqrt(samples) + 0.02 * sigma)
     cosine = steps.mean(0) @ predicted / (np.linalg.norm(steps.mean(0)) * np.linalg.norm(predicted))
     assert cosine > 0.99
 
 
-def test_chains_run_in_a_loop_and_in_scan_and_compile_once():
+class QuadraticTask:
+    def evaluate(self, key, population):
+        params, loss = quadratic()
+        return jax.vmap(lambda p: -loss(p))(population.members), {}
+
+
+def test_infinite_beta_chains_never_accept_a_worse_proposal():
     params, loss = quadratic()
     strategy = lrne.metropolis(64, 0.1, math.inf)
-    traces = []
-
-    class Task:
-        def evaluate(self, key, population):
-            traces.append(1)
-            return jax.vmap(lambda p: -loss(p))(population), {}
-
-    step = jax.jit(lrne.generation_step(strategy, Task()))
-    state0 = strategy.init(jax.random.key(0), params)
-    keys = jax.random.split(jax.random.key(1), 50)
-    state, current = state0, []
-    for k in keys:
-        state, _ = step(state, k)
+    step = jax.jit(lrne.generation_step(strategy, QuadraticTask()))
+    state = strategy.init(jax.random.key(0), params)
+    current, rates = [], []
+    for k in jax.random.split(jax.random.key(1), 30):
+        state, metrics = step(state, k)
         current.append(np.asarray(state.fitness))
-    assert len(traces) == 1
-    scanned, history = jax.lax.scan(lrne.generation_step(strategy, Task()), state0, keys)
-    np.testing.assert_allclose(scanned.params["w"], state.params["w"], rtol=1e-6)
-    # β = ∞ never accepts an increase: every chain's loss is non-increasing.
-    assert np.all(np.diff(np.stack(current), axis=0) >= 0)
-    assert history["acceptance_rate"].shape == (50,)
-    assert float(jax.vmap(loss)(state.params).mean()) < float(loss(params))
+        rates.append(float(metrics["acceptance_rate"]))
+        # The state's fitness is its params' fitness: accepted proposals carry theirs.
+        np.testing.assert_allclose(
+            state.fitness, -jax.vmap(loss)(state.params), rtol=1e-6, atol=1e-7
+        )
+    current = np.stack(current)
+    # β = ∞ never accepts an increase of the loss: every chain's fitness is non-decreasing,
+    # and chains do move (about half the proposals are downhill at first).
+    assert np.all(np.diff(current, axis=0) >= 0)
+    assert rates[0] == 1.0 and 0.2 < rates[1] < 0.8
+    # From loss 1.75, every chain descends, on average to below 0.75.
+    assert np.all(current[-1] > current[0]) and current[-1].mean() > -0.75
+    assert float(state.best_fitness) == float(current.max())
 
 
 def test_construction_errors():

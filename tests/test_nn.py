@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import lrne
+from lrne.genome import TransposedFactors
 from lrne.nn import MLP, Conv, Dense, Embed, MinAtarCNN, factor_init
 
 
@@ -13,15 +14,16 @@ def test_materialize_is_explicit_product(key):
     params = Dense(6, rank=2).init(key, jnp.ones(5))
     factors = params["params"]["kernel"]
     dense = lrne.materialize(params)
-    expected = np.asarray(factors["A"]) @ np.asarray(factors["B"])
+    assert isinstance(factors, lrne.Factors)
+    expected = np.asarray(factors.A) @ np.asarray(factors.B)
     np.testing.assert_allclose(dense["params"]["kernel"], expected, rtol=1e-6, atol=1e-7)
     np.testing.assert_array_equal(dense["params"]["bias"], params["params"]["bias"])
 
 
 def test_materialize_conv_kernel_is_reshaped_product(key):
     params = Conv(5, (3, 3), rank=2).init(key, jnp.ones((6, 6, 3)))
-    a = np.asarray(params["params"]["kernel"]["A"])
-    b = np.asarray(params["params"]["kernel"]["B"])
+    a = np.asarray(params["params"]["kernel"].A)
+    b = np.asarray(params["params"]["kernel"].B)
     assert a.shape == (3, 3, 3, 2) and b.shape == (2, 5)
     expected = (a.reshape(27, 2) @ b).reshape(3, 3, 3, 5)
     kernel = lrne.materialize(params)["params"]["kernel"]
@@ -31,7 +33,7 @@ def test_materialize_conv_kernel_is_reshaped_product(key):
 @pytest.mark.parametrize(
     ("factorized", "dense", "shape"),
     [
-        (MLP((32, 16), 3, rank=4), MLP((32, 16), 3, rank=0), (4, 5, 2)),
+        (MLP((32, 16), 3, rank=4, input_ndim=3), MLP((32, 16), 3, input_ndim=3), (4, 5, 2)),
         (MinAtarCNN(4, rank=3), MinAtarCNN(4, rank=0), (10, 10, 4)),
     ],
     ids=["mlp", "cnn"],
@@ -66,7 +68,7 @@ def test_factor_init_variance_matches_dense_variance():
     # standard error of v·sqrt(3.5/40000) ≈ 0.0094v at r = 4; tolerance is 5 SE.
     variance, rank, n = 1.0 / 64, 4, 40_000
     init = factor_init(variance, rank, (64, rank), (rank, 8))
-    w00 = jax.vmap(lambda k: (lambda f: f["A"][0] @ f["B"][:, 0])(init(k)))(
+    w00 = jax.vmap(lambda k: (lambda f: f.A[0] @ f.B[:, 0])(init(k)))(
         jax.random.split(jax.random.key(3), n)
     )
     assert abs(float(jnp.mean(w00**2)) / variance - 1.0) < 5 * np.sqrt(3.5 / n)
@@ -88,7 +90,8 @@ def test_rank_validation():
 
 def test_layer_rank_keeps_small_layers_dense(key):
     params = MLP((64,), 3, rank=4).init(key, jnp.ones(10))["params"]
-    assert set(params["Dense_0"]["kernel"]) == {"A", "B"}
+    assert isinstance(params["Dense_0"]["kernel"], lrne.Factors)
+    assert params["Dense_0"]["kernel"].rank == 4
     assert isinstance(params["Dense_1"]["kernel"], jax.Array)  # 64 -> 3 stays dense
 
 
@@ -126,16 +129,61 @@ def test_count_params_and_genome_bytes(key):
     assert lrne.count_params(dense) == 400 * 256 + 256 + 256 * 256 + 256 + 256 * 3 + 3
 
 
-def test_evaluation_layout_gives_the_same_outputs(key):
-    model = MLP((32, 16), 3, rank=4)
+def test_evaluation_layout_transposes_only_2d_factors_and_changes_no_output(key):
+    model = MLP((32, 16), 3, rank=4, input_ndim=3)
     x = jax.random.normal(jax.random.key(1), (4, 5, 2))
-    population = jax.vmap(model.init, (0, None))(jax.random.split(key, 6), x)
-    relaid = jax.vmap(lrne.nn.evaluation_layout)(population)
-    dense0 = relaid["params"]["Dense_0"]["kernel"]
-    assert set(dense0) == {"At", "B"} and dense0["At"].shape == (6, 4, 40)
-    assert set(relaid["params"]["Dense_2"]["kernel"]) == {"Wt"}  # thin head, transposed
-    expected = jax.vmap(model.apply, (0, None))(population, x)
+    members = jax.vmap(model.init, (0, None))(jax.random.split(key, 6), x)
+    relaid = lrne.nn.prepare(lrne.Population({}, members)).members
+    first = relaid["params"]["Dense_0"]["kernel"]
+    assert isinstance(first, TransposedFactors) and first.At.shape == (6, 4, 40)
+    np.testing.assert_array_equal(first.At, jnp.swapaxes(members["params"]["Dense_0"]["kernel"].A, 1, 2))
+    # The thin head (16 -> 3) stays a dense kernel, as stored: stock flax checks its shape.
+    head = relaid["params"]["Dense_2"]["kernel"]
+    np.testing.assert_array_equal(head, members["params"]["Dense_2"]["kernel"])
+    expected = jax.vmap(model.apply, (0, None))(members, x)
     got = jax.vmap(model.apply, (0, None))(relaid, x)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     # The genome itself is untouched: materialize still sees A (in×r).
-    assert population["params"]["Dense_0"]["kernel"]["A"].shape == (6, 40, 4)
+    assert members["params"]["Dense_0"]["kernel"].A.shape == (6, 40, 4)
+
+
+@pytest.mark.parametrize("rank", [0, 3])
+def test_mlp_is_batched_like_a_flax_module(rank):
+    model = MLP((16,), 3, rank=rank, input_ndim=2)
+    one = jax.random.normal(jax.random.key(1), (4, 5))
+    params = model.init(jax.random.key(0), one)
+    batch = jax.random.normal(jax.random.key(2), (2, 3, 4, 5))
+    expected = jax.vmap(jax.vmap(lambda x: model.apply(params, x)))(batch)
+    got = model.apply(params, batch)
+    assert got.shape == (2, 3, 3)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # The same params as a plain flax MLP over the flattened input: no batch axis leaks in.
+    assert params["params"]["Dense_0"]["bias"].shape == (16,)
+    flat = MLP((16,), 3, rank=rank)
+    np.testing.assert_allclose(flat.apply(params, batch.reshape(2, 3, 20)), got, rtol=1e-6)
+
+
+def test_mlp_with_too_few_axes_errors_clearly():
+    with pytest.raises(ValueError, match=r"input of shape \(10, 10\) has fewer than input_ndim=3"):
+        MLP((8,), 2, input_ndim=3).init(jax.random.key(0), jnp.ones((10, 10)))
+    with pytest.raises(ValueError, match="input_ndim must be an int >= 0"):
+        MLP((8,), 2, input_ndim=-1)
+    # A scalar observation is one input of one feature.
+    scalar = MLP((8,), 2, input_ndim=0)
+    params = scalar.init(jax.random.key(0), jnp.float32(3.0))
+    assert params["params"]["Dense_0"]["kernel"].shape == (1, 8)
+    assert scalar.apply(params, jnp.ones(5)).shape == (5, 2)
+
+
+@pytest.mark.parametrize("rank", [0, 3])
+def test_minatar_cnn_is_batched_like_a_flax_module(rank):
+    model = MinAtarCNN(4, rank=rank, channels=8, hidden=16)
+    one = jax.random.normal(jax.random.key(1), (10, 10, 4))
+    params = model.init(jax.random.key(0), one)
+    batch = jax.random.normal(jax.random.key(2), (2, 3, 10, 10, 4))
+    expected = jax.vmap(jax.vmap(lambda x: model.apply(params, x)))(batch)
+    got = model.apply(params, batch)
+    assert got.shape == (2, 3, 4)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="MinAtarCNN: input of shape"):
+        model.apply(params, jnp.ones((10, 40)))

@@ -151,9 +151,10 @@ def test_windows_equal_an_explicit_numpy_reference(name):
     """
     particles, sigma, lr = 5, 0.1, 0.01
     strategy = ESTIMATORS[name](particles, sigma, optax.sgd(lr), WINDOW, HORIZON)
-    ask, evaluate, tell = (jax.jit(f, static_argnums=s) for f, s in [
-        (strategy.ask, ()), (strategy.evaluate, (3,)), (strategy.tell, ())
-    ])
+    ask, evaluate, tell = (
+        jax.jit(f, static_argnums=s)
+        for f, s in [(strategy.ask, ()), (strategy.evaluate, (3,)), (strategy.tell, ())]
+    )
     state = strategy.init(jax.random.key(0), VARIABLES, TASK)
     c = np.asarray(TASK.target, np.float64)
     t = np.asarray(state.t)
@@ -269,9 +270,15 @@ def test_lowrank_update_equals_explicit_dense_sum(key):
     task = lrne.tasks.Gymnax("Pendulum-v1", MLP((8,), 1), max_steps=HORIZON)
     strategy = lrne.full_es(particles, sigma, record_estimate(), HORIZON, noise_rank=2)
     state = strategy.init(key, task.init_params(key), task)
-    population, state = strategy.ask(jax.random.key(5), state)
-    fitness, _, state = strategy.evaluate(jax.random.key(6), state, population, task)
-    state, metrics = strategy.tell(jax.random.key(7), state, population, fitness)
+
+    @jax.jit
+    def window(state):
+        population, state = strategy.ask(jax.random.key(5), state)
+        fitness, _, state = strategy.evaluate(jax.random.key(6), state, population, task)
+        state, metrics = strategy.tell(jax.random.key(7), state, population, fitness)
+        return population, fitness, state, metrics
+
+    population, fitness, state, metrics = window(state)
     fitness = np.asarray(fitness)
     diff = fitness[:particles] - fitness[particles:]
     count = particles * HORIZON

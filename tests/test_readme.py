@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import jax
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -28,7 +29,13 @@ def test_api_examples_run_as_written():
     assert namespace["history"]["best_fitness"].shape == (20,)
     exec(compile(blocks[1], "README.md", "exec"), namespace)  # ES, on the same task
     assert float(namespace["metrics"]["fitness_mean"]) >= 400.0
-    exec(compile(blocks[2], "README.md", "exec"), namespace)  # NRES on Lorenz
+    exec(compile(blocks[2], "README.md", "exec"), namespace)  # a stock flax.linen policy
+    assert len(namespace["result"].history) == 30
+    score = namespace["lrne"].evaluate_best(
+        namespace["task"], namespace["result"].state.mean, jax.random.key(7)
+    )
+    assert float(score) >= 475.0
+    exec(compile(blocks[3], "README.md", "exec"), namespace)  # NRES on Lorenz
     assert float(namespace["task"].loss(namespace["state"].mean)) < 150.0
     assert namespace["history"]["update_norm"].shape == (200,)
 
@@ -55,5 +62,17 @@ def test_scaling_out_example_runs_as_written():
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     namespace: dict = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
-    assert namespace["metrics"]["fitness_max"] > 0
+    ns = namespace
+    # The sharded step equals the plain one on the same key, and the mean moved.
+    plain = jax.jit(ns["lrne"].generation_step(ns["strategy"], ns["task"]))
+    state, metrics = plain(ns["strategy"].init(jax.random.key(0), ns["params"]), jax.random.key(2))
+    for k in ("fitness_mean", "fitness_max"):
+        np.testing.assert_allclose(ns["metrics"][k], metrics[k], rtol=1e-6)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+        ns["state"].mean,
+        state.mean,
+    )
+    moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), state.mean, ns["params"])
+    assert max(jax.tree.leaves(moved)) > 0
     assert "XLA_FLAGS=--xla_force_host_platform_device_count=4 lrne train" in section

@@ -1,5 +1,6 @@
 """`lrne train` killed with SIGKILL and resumed ends bit-identical to an uninterrupted run."""
 
+import fcntl
 import json
 import os
 import shutil
@@ -58,12 +59,19 @@ def rows_written(run: Path) -> int:
         return 0
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(tmp_path_factory) -> Path:
-    run = tmp_path_factory.mktemp("reference")
-    log = run.parent / "reference.log"
-    code, out = finish(lrne(log, *ARGS, "--output", str(run)), log)
-    assert code == 0, out
+    """The uninterrupted run, made once per session even when xdist splits these tests."""
+    root = tmp_path_factory.getbasetemp()
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        root = root.parent  # the session's directory, shared by the xdist workers
+    run, log = root / "resume-reference", root / "resume-reference.log"
+    with (root / "resume-reference.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other worker waits for this one's run
+        if not (run / "summary.json").exists():
+            shutil.rmtree(run, ignore_errors=True)
+            code, out = finish(lrne(log, *ARGS, "--output", str(run)), log)
+            assert code == 0, out
     return run
 
 
@@ -83,7 +91,7 @@ def assert_same_run(run: Path, reference: Path) -> None:
     )
 
 
-def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(tmp_path, reference):
+def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(tmp_path, request):
     run = tmp_path / "run"
     process = lrne(tmp_path / "first.log", *ARGS, "--output", str(run))
     # Kill once a random number of generations is logged, after a random delay
@@ -108,7 +116,8 @@ def test_sigkill_at_a_random_moment_then_resume_is_bit_identical(tmp_path, refer
     assert code == 0, out
     expected = f"resuming from generation {saved}" if saved else "starting from generation 0"
     assert expected in out
-    assert_same_run(run, reference)
+    # Asked for only now: another xdist worker may be making it meanwhile.
+    assert_same_run(run, request.getfixturevalue("reference"))
 
 
 def test_corrupted_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, reference):

@@ -161,3 +161,15 @@ def test_evaluate_best_on_a_language_model_is_minus_the_held_out_loss():
     log_p = jax.nn.log_softmax(logits, -1)
     loss = -np.mean(np.take_along_axis(np.asarray(log_p), task.eval_targets[..., None], -1))
     assert lrne.evaluate_best(task, params, jax.random.key(0)) == pytest.approx(-loss, rel=1e-5)
+
+
+def test_saved_params_load_back_with_their_factor_nodes(tmp_path):
+    from lrne.checkpoint import load_params, save_params
+
+    model = lrne.nn.MLP((16,), 3, rank=2)
+    params = model.init(jax.random.key(0), jnp.zeros(8))
+    save_params(tmp_path / "best", params)
+    save_params(tmp_path / "best", params)  # replacing is allowed
+    loaded = load_params(tmp_path / "best", template=model.init(jax.random.key(1), jnp.zeros(8)))
+    assert isinstance(loaded["params"]["Dense_0"]["kernel"], lrne.Factors)
+    assert_same_tree(loaded, params)

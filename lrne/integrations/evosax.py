@@ -304,8 +304,10 @@ class LowRankES(NativeDistributionAlgorithm):
 
     Args:
         population_size: members per generation (even with ``antithetic``).
-        solution: a template pytree of the parameters; its 2-D leaves get
-            low-rank noise, other leaves (and flat vectors) dense noise.
+        solution: a template pytree of the parameters. Its weight matrices
+            (2-D ``kernel``/``embedding`` leaves, as in flax params;
+            :func:`lrne.genome.is_weight_matrix`) get low-rank noise, every
+            other leaf (a flat vector, say) dense noise.
         sigma: perturbation std per entry.
         optimizer: optax optimizer for the mean; default ``optax.sgd(1e-3)``.
         noise_rank: rank of the noise on 2-D leaves; 0 for dense noise.
@@ -388,7 +390,7 @@ class LowRankNRES(NativeDistributionAlgorithm):
 
     Args:
         population_size: 2N members, even.
-        solution: a template pytree of the parameters.
+        solution: a template pytree of the parameters; noise as in :class:`LowRankES`.
         sigma: perturbation std per entry.
         optimizer: optax optimizer for the mean; default ``optax.sgd(1e-3)``.
         truncation_length: W, inner steps per ``ask``/``tell``.
@@ -417,11 +419,13 @@ class LowRankNRES(NativeDistributionAlgorithm):
         )
         super().__init__(strategy, population_size, solution, metrics_fn)
 
+    @partial(jax.jit, static_argnames=("self",))
     def get_reset_mask(self, state: NativeDistributionState) -> jax.Array:
         """(population_size,) bool: members whose inner state must start afresh now.
 
         Call it between ``ask`` and ``tell``: the particles the last ``ask``
-        restarted, for both signs.
+        restarted, for both signs (re-derived from the stored ask key; under
+        ``jit`` only the restart test runs, not the noise draw).
         """
         restart = self._asked(state)[1].restart
         return jnp.concatenate([restart, restart])

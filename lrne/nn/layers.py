@@ -200,6 +200,8 @@ class Conv(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        if x.ndim < 3:
+            raise ValueError(f"Conv: input of shape {x.shape} is not an image (..., H, W, C)")
         batch = x.shape[:-3]
         x = x.reshape(-1, *x.shape[-3:])
         kh, kw = self.kernel_size

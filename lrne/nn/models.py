@@ -17,14 +17,15 @@ class MLP(nn.Module):
     """Multi-layer perceptron; batched like a flax module.
 
     One input is the last ``input_ndim`` axes of ``x``, flattened (3 for a
-    (10, 10, C) MinAtar observation); any axes before them are batch axes.
+    (10, 10, C) MinAtar observation, 0 for a scalar one); any axes before them
+    are batch axes.
 
     Attributes:
         features: hidden widths, e.g. ``(256, 256)``.
         num_outputs: output width (logits or pre-squash actions).
         rank: factor rank of every layer where it is below min(in, out); 0 = dense.
         activation: hidden nonlinearity.
-        input_ndim: axes that make one input, >= 1.
+        input_ndim: axes that make one input, >= 0.
     """
 
     features: Sequence[int]
@@ -40,8 +41,12 @@ class MLP(nn.Module):
                 f"MLP: widths must be >= 1, got features={tuple(self.features)}, "
                 f"num_outputs={self.num_outputs}"
             )
-        if not isinstance(self.input_ndim, int) or self.input_ndim < 1:
-            raise ValueError(f"MLP: input_ndim must be an int >= 1, got {self.input_ndim!r}")
+        if (
+            not isinstance(self.input_ndim, int)
+            or isinstance(self.input_ndim, bool)
+            or self.input_ndim < 0
+        ):
+            raise ValueError(f"MLP: input_ndim must be an int >= 0, got {self.input_ndim!r}")
         super().__post_init__()
 
     @nn.compact
@@ -80,6 +85,10 @@ class MinAtarCNN(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
+        if x.ndim < 3:
+            raise ValueError(
+                f"MinAtarCNN: input of shape {x.shape} is not an image (..., H, W, C)"
+            )
         fan_in = 9 * x.shape[-1]
         rank = layer_rank(self.rank, fan_in, self.channels)
         x = Conv(self.channels, (3, 3), self.strides, rank=rank)(x)

@@ -358,9 +358,7 @@ def online_es(
         finite = jnp.isfinite(diff)
         masked_in = state.steps >= burn_in
         count = jnp.where(masked_in, jnp.sum(finite) * window, 0)
-        weights = jnp.where(finite & masked_in, diff, 0.0) / (
-            2 * sigma**2 * jnp.maximum(count, 1)
-        )
+        weights = jnp.where(finite & masked_in, diff, 0.0) / (2 * sigma**2 * jnp.maximum(count, 1))
         gradient = perturb.weighted_sum(
             weights, estimator.multiplies(state.noise, state.accumulated)
         )
