@@ -28,9 +28,9 @@ from jax.sharding import Mesh
 
 from lrne.distributed import replicate, sharded_generation_step
 from lrne.generation import generation_step
-from lrne.genome import Metrics, Population, PyTree
+from lrne.genome import Metrics, PyTree
 from lrne.strategies.base import Strategy, check_int
-from lrne.tasks import Classification, Gymnax, LanguageModel, Lorenz
+from lrne.tasks.base import Task
 
 Row = dict[str, Any]
 """One generation's metrics as Python numbers, plus ``generation`` and ``seconds``."""
@@ -203,22 +203,21 @@ def run(
     return result
 
 
-@functools.singledispatch
-def evaluate_best(task: Any, params: PyTree, key: jax.Array, num_episodes: int = 32) -> float:
+@functools.lru_cache(maxsize=8)
+def _fresh_fitness(task: Task, num_episodes: int) -> Callable[[jax.Array, PyTree], jax.Array]:
+    return jax.jit(lambda key, params: task.fresh_fitness(key, params, num_episodes))
+
+
+def evaluate_best(task: Task, params: PyTree, key: jax.Array, num_episodes: int = 32) -> float:
     """Score one member's variables (e.g. ``state.best_params``) on fresh evaluations.
 
     A member's training fitness is the best of many noisy draws, so it is
-    biased upward; this scores it again, higher is better:
-
-    - :class:`~lrne.tasks.Gymnax`: the mean return over ``num_episodes`` new
-      episodes drawn from ``key`` (the same environment, policy and step cap).
-    - :class:`~lrne.tasks.LanguageModel`: minus the loss (nats per token) on
-      the held-out batch; :class:`~lrne.tasks.Classification`: the objective
-      on the eval split; :class:`~lrne.tasks.Lorenz`: minus the loss over the
-      horizon. These are deterministic: ``key`` and ``num_episodes`` are unused.
-    - any other task: its ``evaluate(key, Population({}, params[None]))``.
-
-    Register a task type of your own with ``lrne.evaluate_best.register(MyTask)``.
+    biased upward; this scores it again through the task's
+    :meth:`~lrne.tasks.Task.fresh_fitness` hook, higher is better:
+    :class:`~lrne.tasks.Gymnax` plays ``num_episodes`` new episodes drawn from
+    ``key``; :class:`~lrne.tasks.LanguageModel` gives minus the held-out loss,
+    :class:`~lrne.tasks.Classification` the objective on the eval split,
+    :class:`~lrne.tasks.Lorenz` minus the exact objective.
 
     Args:
         task: the task the member was evolved on.
@@ -226,46 +225,5 @@ def evaluate_best(task: Any, params: PyTree, key: jax.Array, num_episodes: int =
         key: a typed key for the fresh evaluations.
         num_episodes: episodes for an RL task, >= 1.
     """
-    del num_episodes
-    population = Population({}, jax.tree.map(lambda x: x[None], params))
-    return float(jax.jit(task.evaluate)(key, population)[0][0])
-
-
-@functools.lru_cache(maxsize=8)
-def _fresh_episodes(task: Gymnax, num_episodes: int) -> Callable:
-    fresh = Gymnax(
-        task.env,
-        task.policy,
-        num_episodes=num_episodes,
-        max_steps=task.max_steps,
-        early_exit=task.early_exit,
-        compaction=task.compaction,
-        env_params=task.env_params,
-    )
-    return jax.jit(fresh.evaluate)
-
-
-@evaluate_best.register
-def _(task: Gymnax, params: PyTree, key: jax.Array, num_episodes: int = 32) -> float:
     check_int("num_episodes", num_episodes, 1)
-    population = Population({}, jax.tree.map(lambda x: x[None], params))
-    return float(_fresh_episodes(task, num_episodes)(key, population)[0][0])
-
-
-@evaluate_best.register
-def _(task: LanguageModel, params: PyTree, key: jax.Array, num_episodes: int = 32) -> float:
-    del key, num_episodes
-    return -float(jax.jit(task.loss)(params, task.eval_inputs, task.eval_targets))
-
-
-@evaluate_best.register
-def _(task: Classification, params: PyTree, key: jax.Array, num_episodes: int = 32) -> float:
-    del key, num_episodes
-    score = lambda p: task.score(task.apply(p, task.eval_inputs), task.eval_labels)
-    return float(jax.jit(score)(params))
-
-
-@evaluate_best.register
-def _(task: Lorenz, params: PyTree, key: jax.Array, num_episodes: int = 32) -> float:
-    del key, num_episodes
-    return -float(jax.jit(task.loss)(params))
+    return float(_fresh_fitness(task, num_episodes)(key, params))

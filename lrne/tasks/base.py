@@ -57,6 +57,19 @@ class Task:
         fitness, metrics = self.evaluate_members(member_keys(key, population.size), population)
         return fitness, {**metrics, **self.population_metrics(population, fitness)}
 
+    def fresh_fitness(self, key: jax.Array, params: PyTree, num_episodes: int = 32) -> jax.Array:
+        """One member's fitness on evaluations it was not selected on; higher is better.
+
+        A member's training fitness is the best of many noisy draws, biased
+        upward; this hook scores it again (:func:`lrne.evaluate_best` calls it).
+        By default: :meth:`evaluate` of the one-member population under a new
+        ``key``. RL tasks use ``num_episodes`` new episodes; tasks with a
+        held-out split score on it (``key`` and ``num_episodes`` unused).
+        """
+        del num_episodes
+        population = Population({}, jax.tree.map(lambda x: x[None], params))
+        return self.evaluate(key, population)[0][0]
+
 
 @runtime_checkable
 class Unrollable(Protocol):

@@ -76,6 +76,11 @@ class Classification(Task):
         del keys
         return self.score(member_outputs(self.apply, population, self.inputs), self.labels), {}
 
+    def fresh_fitness(self, key: jax.Array, params: PyTree, num_episodes: int = 32) -> jax.Array:
+        """The objective on the eval split (``key`` and ``num_episodes`` unused)."""
+        del key, num_episodes
+        return self.score(self.apply(params, self.eval_inputs), self.eval_labels)
+
     def population_metrics(self, population: Population, fitness: jax.Array) -> Metrics:
         """``best_eval_accuracy`` and ``ensemble_accuracy``: only the top-k members run."""
         best = population.select(top_k(fitness, min(self.ensemble_size, fitness.shape[0])))

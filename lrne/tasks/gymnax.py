@@ -243,6 +243,20 @@ class Gymnax(Task):
         metrics = {"env_steps": jnp.sum(lengths), "env_steps_computed": computed}
         return fitness, metrics
 
+    def fresh_fitness(self, key: jax.Array, params: PyTree, num_episodes: int = 32) -> jax.Array:
+        """Mean return of ``params`` over ``num_episodes`` new episodes drawn from ``key``
+        (the same environment, policy and step cap)."""
+        fresh = Gymnax(
+            self.env,
+            self.policy,
+            num_episodes=num_episodes,
+            max_steps=self.max_steps,
+            early_exit=self.early_exit,
+            compaction=self.compaction,
+            env_params=self.env_params,
+        )
+        return Task.fresh_fitness(fresh, key, params)
+
     @property
     def horizon(self) -> int:
         """T for online strategies: the episode length cap ``max_steps``."""

@@ -168,6 +168,11 @@ class LanguageModel(Task):
         tokens = population.size * self.inputs.size
         return fitness, {"tokens": jnp.asarray(tokens, jnp.int32)}
 
+    def fresh_fitness(self, key: jax.Array, params: PyTree, num_episodes: int = 32) -> jax.Array:
+        """−loss on the held-out batch (nats per token; ``key``, ``num_episodes`` unused)."""
+        del key, num_episodes
+        return -self.loss(params, self.eval_inputs, self.eval_targets)
+
     def population_metrics(self, population: Population, fitness: jax.Array) -> Metrics:
         """``best_eval_loss``: the fittest member's held-out loss (nats per token)."""
         best = population.select(top_k(fitness, 1))

@@ -22,11 +22,12 @@ import math
 import jax
 import jax.numpy as jnp
 
-from lrne.genome import Population, PyTree
+from lrne.genome import Metrics, Population, PyTree
 from lrne.nn.perturbed import member_variables
+from lrne.tasks.base import Task
 
 
-class Lorenz:
+class Lorenz(Task):
     """Fit (log a, log r) of a Lorenz system; fitness per step is −(z − z*)².
 
     Args:
@@ -92,6 +93,15 @@ class Lorenz:
     def loss(self, variables: PyTree) -> jax.Array:
         """The objective at θ (a variables dict): mean over the horizon of (z_t − z*_t)²."""
         return jnp.mean((self.trajectory(variables["params"])[:, 2] - self.target_z) ** 2)
+
+    def evaluate_members(
+        self, keys: jax.Array, population: Population
+    ) -> tuple[jax.Array, Metrics]:
+        """Fitness (M,) = −the exact objective of each member (whole trajectories)."""
+        del keys
+        shared, members = population
+        loss = lambda member: self.loss(member_variables(shared, member))
+        return -jax.vmap(loss)(members), {}
 
     def step_loss(
         self, params: PyTree, state: jax.Array, t: jax.Array
