@@ -7,7 +7,7 @@ noise, a :class:`~lrne.genome.LowRank` ``(U (r, m), V (r, n))`` meaning
 entry of δ has mean 0 and variance sigma² (EGGROLL, "Evolution Strategies at
 the Hyperscale", arXiv 2511.16652). A population shares one base W: low-rank
 terms are added inside the forward pass as ``x·Uᵀ·V`` (see
-:mod:`lrne.population`), so a member's dense W + δ is never formed while
+:mod:`lrne.nn.perturbed`), so a member's dense W + δ is never formed while
 evaluating.
 
 U and V are stored rank-major so that ``x·Uᵀ`` reduces over contiguous memory

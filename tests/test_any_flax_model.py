@@ -173,7 +173,9 @@ KINDS = ["ga", "es", "es_rank1", "nres"]
 
 def reference_log_p(task: Stream, kind: str, population: Population) -> jax.Array:
     """(members, examples) log p(label) from each member's explicit dense variables,
-    with plain ``model.apply``: GA members' own params, ES members' mean + δ."""
+    with plain ``model.apply``: GA members' own params (as stored: the evaluation
+    layout must be invisible to the stock layers, which check the thin head's
+    (32, n) kernel shape), ES members' mean + δ."""
 
     def one(member: dict) -> jax.Array:
         variables = member if kind == "ga" else explicit(population.shared, member["perturb"])
@@ -196,8 +198,9 @@ def test_stock_model_under_each_strategy(kind, model_name):
         strategy = make(kind, sigma, task.horizon)
         state = strategy.init(jax.random.key(1), params, task)
         population, state = strategy.ask(jax.random.key(2), state)
-        evaluate = jax.jit(lambda k, s, p, strategy=strategy: strategy.evaluate(k, s, p, task))
-        fitness, _, _ = evaluate(jax.random.key(3), state, population)
+        # Offline strategies share one hook (task.evaluate): one compile for both sigmas.
+        evaluate = jax.jit(strategy.evaluate, static_argnums=3)
+        fitness, _, _ = evaluate(jax.random.key(3), state, population, task)
         log_p = np.asarray(reference(task, kind, population))
         if kind == "nres":  # a window of W examples from each particle's step t
             t = np.tile(np.asarray(state.t), 2)
@@ -205,7 +208,12 @@ def test_stock_model_under_each_strategy(kind, model_name):
         else:
             expected = log_p.mean(axis=1)
         np.testing.assert_allclose(fitness, expected, rtol=2e-4, atol=2e-4)
-        spread[sigma] = float(np.std(np.asarray(fitness)))
+        fitness = np.asarray(fitness)
+        if kind == "ga":
+            spread[sigma] = float(np.std(fitness))
+        else:  # antithetic pairs see the same examples: they differ only through ±δ
+            half = len(fitness) // 2
+            spread[sigma] = float(np.mean(np.abs(fitness[:half] - fitness[half:])))
     # Members differ, and differ more the larger sigma (the old no-op scored all alike).
     assert 0 < spread[0.05] and 10 * spread[0.05] < spread[5.0], spread
 
@@ -218,7 +226,7 @@ def test_stock_model_under_each_strategy(kind, model_name):
     one = lambda tree: Population({}, jax.tree.map(lambda x: x[None], tree))
     before = float(jnp.mean(reference(task, "ga", one(params))))
     after = float(jnp.mean(reference(task, "ga", one(state.best_params))))
-    assert after > before + 0.15, (before, after)
+    assert after > before + 0.3, (before, after)  # measured: +0.47 to +1.2
 
 
 # --- Low-rank ES solves CartPole with the stock MLP --------------------------------------

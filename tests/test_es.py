@@ -102,8 +102,8 @@ def test_antithetic_pairs_cancel_exactly_on_constant_fitness(key):
     for noise_rank in (0, 1):
         strategy = lrne.es(10, 0.2, optax.sgd(1.0), noise_rank=noise_rank)
         state = strategy.init(key, variables)
-        population, state = strategy.ask(jax.random.key(5), state)
-        new, metrics = strategy.tell(key, state, population, jnp.full(10, 3.0))
+        population, state = jax.jit(strategy.ask)(jax.random.key(5), state)
+        new, metrics = jax.jit(strategy.tell)(key, state, population, jnp.full(10, 3.0))
         assert float(metrics["update_norm"]) == 0.0
         for a, b in zip(jax.tree.leaves(new.mean), jax.tree.leaves(variables), strict=True):
             np.testing.assert_array_equal(a, b)
@@ -113,9 +113,9 @@ def test_nonfinite_fitness_never_reaches_the_update(key):
     variables = MLP((6,), 2).init(key, jnp.ones(3))
     strategy = lrne.es(8, 0.1, optax.adam(0.1), noise_rank=1)
     state = strategy.init(key, variables)
-    population, state = strategy.ask(key, state)
+    population, state = jax.jit(strategy.ask)(key, state)
     fitness = jnp.array([1.0, jnp.nan, 2.0, jnp.inf, -jnp.inf, 0.5, 3.0, jnp.nan])
-    new, metrics = strategy.tell(key, state, population, fitness)
+    new, metrics = jax.jit(strategy.tell)(key, state, population, fitness)
     assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(new))
     assert float(new.best_fitness) == 3.0 and int(metrics["num_nonfinite"]) == 4
     # A non-finite member weighs the same as the worst finite one would.

@@ -105,22 +105,22 @@ def test_compacted_equals_masked_on_minatar_breakout():
     masked = Gymnax("Breakout-MinAtar", policy, early_exit=False, **settings)
     compacted = Gymnax("Breakout-MinAtar", policy, compaction=0.5, **settings)
     population = integer_mlp(jax.random.key(1), 24, masked)
+    run_masked, run_compacted = jax.jit(masked.evaluate), jax.jit(compacted.evaluate)
     key = jax.random.key(2)
-    fit_masked, m_masked = jax.jit(masked.evaluate)(key, population)
-    fit_compact, m_compact = jax.jit(compacted.evaluate)(key, population)
+    fit_masked, m_masked = run_masked(key, population)
+    fit_compact, m_compact = run_compacted(key, population)
     np.testing.assert_array_equal(fit_compact, fit_masked)
     assert int(m_compact["env_steps"]) == int(m_masked["env_steps"])
     assert int(m_compact["env_steps_computed"]) < int(m_masked["env_steps_computed"])
     assert len(set(np.asarray(fit_masked).tolist())) > 1  # episodes really differ
-    # Same key, same results; another key, other episodes (Breakout's reset and
-    # ball are random), in both modes alike.
-    again, _ = jax.jit(compacted.evaluate)(key, population)
+    # Same key, same results; another key, other episodes (Breakout's ball starts
+    # at a random side), alike in both modes.
+    again, _ = run_compacted(key, population)
     np.testing.assert_array_equal(again, fit_compact)
-    other_key = jax.random.key(3)
-    other, m_other = jax.jit(compacted.evaluate)(other_key, population)
+    other, m_other = run_compacted(jax.random.key(3), population)
     assert np.sum(np.asarray(other) != np.asarray(fit_compact)) >= 3
     assert int(m_other["env_steps"]) != int(m_compact["env_steps"])
-    np.testing.assert_array_equal(other, jax.jit(masked.evaluate)(other_key, population)[0])
+    np.testing.assert_array_equal(other, run_masked(jax.random.key(3), population)[0])
 
 
 def test_continuous_actions_are_squashed_into_the_box(key):
@@ -162,9 +162,23 @@ def test_gymnax_registry_is_what_we_validate_against():
 
 # MNISTBandit-bsuite downloads MNIST when made; this machine has no network.
 OFFLINE_ENVS = [e for e in gymnax.registered_envs if e != "MNISTBandit-bsuite"]
+# One env per kind of observation (scalar, vector, grid, image) and action
+# (discrete, continuous) in the default run; each env costs a compile of its
+# dynamics (up to 3 s for a MinAtar game), so the rest are marked slow.
+REPRESENTATIVE = {
+    "CartPole-v1",
+    "Pendulum-v1",
+    "Catch-bsuite",
+    "FrozenLake-misc",
+    "Breakout-MinAtar",
+    "Reacher-misc",
+}
 
 
-@pytest.mark.parametrize("env_id", OFFLINE_ENVS)
+@pytest.mark.parametrize(
+    "env_id",
+    [e if e in REPRESENTATIVE else pytest.param(e, marks=pytest.mark.slow) for e in OFFLINE_ENVS],
+)
 def test_every_gymnax_env_evaluates(env_id):
     env, env_params = gymnax.make(env_id)
     obs_ndim = len(env.observation_space(env_params).shape)

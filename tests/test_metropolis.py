@@ -104,7 +104,7 @@ def test_small_mlp_one_step_statistics_at_infinite_beta():
 
 class QuadraticTask:
     def evaluate(self, key, population):
-        params, loss = quadratic()
+        _, loss = quadratic()
         return jax.vmap(lambda p: -loss(p))(population.members), {}
 
 

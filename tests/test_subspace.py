@@ -54,12 +54,13 @@ def test_dynamic_subspace_mutates_the_requested_fraction(rank):
     variables = model.init(jax.random.key(0), jnp.zeros(16))
     strategy = lrne.ga(65, num_elites=1, sigma=0.1, density=0.1)
     state = strategy.init(jax.random.key(1), variables)
-    population, _ = strategy.ask(jax.random.key(2), state)
+    ask = jax.jit(strategy.ask)
+    population, _ = ask(jax.random.key(2), state)
     changed = children_changes(population, 1)
     n = changed.size
     assert abs(changed.mean() - 0.1) < 5 * math.sqrt(0.09 / n)
     # Two generations draw different subspaces.
-    other, _ = strategy.ask(jax.random.key(3), state)
+    other, _ = ask(jax.random.key(3), state)
     assert np.mean(children_changes(other, 1) == changed) < 0.95
 
 
@@ -71,8 +72,9 @@ def test_static_subspace_is_inherited_along_a_lineage():
         jnp.sum(pop.members["params"]["w"], axis=(1, 2)) + jnp.sum(pop.members["params"]["b"], 1)
     )
     seen_lineages = set()
+    ask, tell = jax.jit(strategy.ask), jax.jit(strategy.tell)
     for k in jax.random.split(jax.random.key(1), 6):
-        population, state = strategy.ask(k, state)
+        population, state = ask(k, state)
         lineage = np.asarray(state.population_lineage)
         elite_lineage = int(state.lineage[0])
         if elite_lineage >= 0:  # children of a mutated elite keep its subspace
@@ -89,7 +91,7 @@ def test_static_subspace_is_inherited_along_a_lineage():
         else:  # children of the root start new lineages
             assert len(set(lineage[1:].tolist())) == 8
         seen_lineages.add(elite_lineage)
-        state, _ = strategy.tell(k, state, population, fitness(population))
+        state, _ = tell(k, state, population, fitness(population))
     assert len(seen_lineages) >= 2
 
 
@@ -110,11 +112,10 @@ def test_es_subspace_noise_masks_and_stays_unbiased():
     strategy = lrne.es(128, 0.1, optax.sgd(0.0), density=0.25, fitness_shaping=identity)
     state = strategy.init(jax.random.key(0), {"params": {"w": jnp.zeros((2, 3))}})
     masks = []
-
+    draw = lambda k: strategy.ask(k, state)[0].members["perturb"]["w"]
+    deltas = np.asarray(jax.jit(jax.vmap(draw))(jax.random.split(jax.random.key(1), 400)))
     grads = []
-    for k in jax.random.split(jax.random.key(1), 400):
-        population, _ = strategy.ask(k, state)
-        delta = np.asarray(population.members["perturb"]["w"])
+    for delta in deltas:
         masks.append(delta != 0)
         f = np.sum(delta * np.asarray(c), axis=(1, 2))
         w = f[:64] - f[64:]
@@ -183,7 +184,11 @@ def test_ensemble_predict_of_es_members_includes_their_perturbations(key):
     got = lrne.ensemble_predict(model, population, fitness, x, k=2)
     delta = population.members["perturb"]
     explicit = [
-        {"params": lrne.perturb.apply(population.shared["params"], jax.tree.map(lambda d, i=i: d[i], delta))}
+        {
+            "params": lrne.perturb.apply(
+                population.shared["params"], jax.tree.map(lambda d, i=i: d[i], delta)
+            )
+        }
         for i in (2, 4)
     ]
     expected = np.mean([jax.nn.softmax(model.apply(v, x), -1) for v in explicit], axis=0)
@@ -197,8 +202,8 @@ def test_classification_task_scores_accuracy_and_the_ensemble(key):
     task = lrne.tasks.Classification(model, x, labels, ensemble_size=2)
     strategy = lrne.ga(16, num_elites=2, sigma=0.5)
     state = strategy.init(key, task.init_params(key))
-    population, state = strategy.ask(jax.random.key(1), state)
-    fitness, metrics = task.evaluate(key, population)
+    population, state = jax.jit(strategy.ask)(jax.random.key(1), state)
+    fitness, metrics = jax.jit(task.evaluate)(key, population)
     logits = jax.vmap(lambda v: model.apply(v, x))(population.members)
     np.testing.assert_allclose(fitness, np.mean(np.argmax(logits, -1) == labels, axis=1))
     top = np.argsort(-np.asarray(fitness), kind="stable")[:2]
@@ -215,7 +220,7 @@ def test_log_likelihood_objective_matches_optax(key):
     labels = jnp.argmax(x[:, :3], axis=1)
     task = lrne.tasks.Classification(model, x, labels, objective="log_likelihood")
     members = jax.vmap(lambda k: model.init(k, x[0]))(jax.random.split(key, 4))
-    fitness, _ = task.evaluate(key, lrne.Population({}, members))
+    fitness, _ = jax.jit(task.evaluate)(key, lrne.Population({}, members))
     for i in range(4):
         member = jax.tree.map(lambda p, i=i: p[i], members)
         ce = optax.softmax_cross_entropy_with_integer_labels(model.apply(member, x), labels)

@@ -76,7 +76,14 @@ def test_pixel_policy_population_evaluates_with_continuous_actions():
 
 
 @pytest.mark.parametrize(
-    "env_id", ["Breakout-MinAtar", "SpaceInvaders-MinAtar", "Asterix-MinAtar", "Freeway-MinAtar"]
+    "env_id",
+    [
+        "Breakout-MinAtar",
+        # Each game costs a compile of its dynamics; the GA step is the same.
+        pytest.param("SpaceInvaders-MinAtar", marks=pytest.mark.slow),
+        pytest.param("Asterix-MinAtar", marks=pytest.mark.slow),
+        pytest.param("Freeway-MinAtar", marks=pytest.mark.slow),
+    ],
 )
 def test_factorized_cnn_policy_plays_minatar(env_id):
     policy = lrne.nn.MinAtarCNN(lrne.tasks.action_size(env_id), rank=4)

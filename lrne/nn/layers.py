@@ -30,10 +30,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from lrne import perturb
-from lrne.genome import Factors, LowRank, TransposedFactors
+from lrne.genome import Array, Factors, LowRank, TransposedFactors
 from lrne.nn.perturbed import read
-
-Array = jax.Array
 
 
 def check_rank(name: str, rank: int) -> None:

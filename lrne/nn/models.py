@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-import jax
 from flax import linen as nn
 
-from lrne.genome import layer_rank
+from lrne.genome import Array, layer_rank
 from lrne.nn.layers import Conv, Dense, check_rank
-
-Array = jax.Array
 
 
 class MLP(nn.Module):
@@ -86,9 +83,7 @@ class MinAtarCNN(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         if x.ndim < 3:
-            raise ValueError(
-                f"MinAtarCNN: input of shape {x.shape} is not an image (..., H, W, C)"
-            )
+            raise ValueError(f"MinAtarCNN: input of shape {x.shape} is not an image (..., H, W, C)")
         fan_in = 9 * x.shape[-1]
         rank = layer_rank(self.rank, fan_in, self.channels)
         x = Conv(self.channels, (3, 3), self.strides, rank=rank)(x)

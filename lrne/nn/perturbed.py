@@ -5,18 +5,20 @@ perturbation δ in the ``perturb`` collection (a pytree mirroring ``params``;
 see :mod:`lrne.perturb`). :func:`apply` evaluates such a member with any
 ``flax.linen`` model, unchanged:
 
-- **Dense δ** (any leaf under ``noise_rank=0``; biases, norms and conv kernels
-  under low-rank noise) is added to the param before the forward pass. It is
-  already param-sized per member, so W + δ costs no more memory than δ, and
-  every layer type, stock or custom, reads it like a plain param.
-  :func:`prepare` does this once per generation, outside any rollout loop.
-- **Low-rank δ = UᵀV** (:class:`~lrne.genome.LowRank`, 2-D params) is never
-  formed. A method interceptor (``flax.linen.intercept_methods``) adds
-  ``(x·Uᵀ)·V`` to the output of every stock ``nn.Dense`` and ``nn.DenseGeneral``
-  (a 2-D kernel: one contracted axis, no ``batch_dims``) and the looked-up rows (or, in
-  ``attend``, ``(x·Vᵀ)·U``) of every ``nn.Embed``; lrne's own layers read the
-  collection themselves (:func:`read`), so factorized weights get their
-  perturbation between the two factors.
+- **Dense δ** (any leaf under ``noise_rank=0``; biases, norms, conv kernels
+  and 2-D params that are not weight matrices under low-rank noise) is added
+  to the param before the forward pass. It is already param-sized per member,
+  so W + δ costs no more memory than δ, and every layer type, stock or custom,
+  reads it like a plain param. :func:`prepare` does this once per generation,
+  outside any rollout loop.
+- **Low-rank δ = UᵀV** (:class:`~lrne.genome.LowRank`, on 2-D weight matrices:
+  :func:`lrne.genome.is_weight_matrix`) is never formed. A method interceptor
+  (``flax.linen.intercept_methods``) adds ``(x·Uᵀ)·V`` to the output of every
+  stock ``nn.Dense`` and ``nn.DenseGeneral`` (a 2-D kernel: one contracted
+  axis, no ``batch_dims``) and the looked-up rows (or, in ``attend``,
+  ``(x·Vᵀ)·U``) of every ``nn.Embed``; lrne's own layers read the collection
+  themselves (:func:`read`), so factorized weights get their perturbation
+  between the two factors.
 - A low-rank δ that no layer consumed is an error naming the leaf, raised
   while the model is traced: never a silent no-op.
 """

@@ -18,9 +18,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from lrne.genome import Array
 from lrne.nn.layers import Dense, Embed, LayerNorm, check_rank
-
-Array = jax.Array
 
 PRESETS: dict[str, dict[str, int]] = {
     "full": dict(hidden=32, num_heads=4, ff=128, num_blocks=3),

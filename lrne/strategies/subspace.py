@@ -25,7 +25,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-PyTree = Any
+from lrne.genome import PyTree
+
 MASKS = ("dynamic", "static")
 
 

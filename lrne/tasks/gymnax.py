@@ -135,9 +135,11 @@ class Gymnax(Task):
         params = jax.eval_shape(self.init_params, jax.random.key(0))
         out = jax.eval_shape(self.policy.apply, params, self._obs_template)
         if math.prod(out.shape) != self.num_outputs:
+            obs_shape = jax.tree.map(lambda x: x.shape, self._obs_template)
             raise ValueError(
-                f"policy: outputs shape {out.shape} but the environment needs "
-                f"{self.num_outputs} outputs"
+                f"policy: outputs shape {out.shape} for one observation of shape {obs_shape}, "
+                f"but the environment needs {self.num_outputs} outputs (lrne.nn.MLP reads "
+                "the observation's last input_ndim axes as one input)"
             )
 
     def init_params(self, key: jax.Array) -> PyTree:
