@@ -226,7 +226,7 @@ def build(args: argparse.Namespace) -> tuple[Any, Any]:
         args.hidden,
         lrne.tasks.action_size(env, env_params),
         rank=args.rank,
-        input_ndim=max(1, obs_ndim),
+        input_ndim=obs_ndim,
     )
     # Halving buffers compiles 4 compaction stages instead of 9 at 256 episodes:
     # measured 5 s less compile (of ~15 s) for ~0.3 s more stepping over 20 generations.

@@ -26,7 +26,7 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
         ),
         ("early_exit", {"speedup_compaction", "identical_fraction", "machine"}),
         ("es_memory", {"lrne_es_bytes", "lrne_nres_bytes", "dense_bytes", "machine"}),
-        (
+        pytest.param(
             "es_throughput",
             {
                 "lowrank_over_plain",
@@ -34,6 +34,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
                 "speedup_vs_evosax_nres",
                 "machine",
             },
+            # ES/NRES evaluation: test_es, test_online; the evosax baselines: ga_vs_evosax.
+            marks=pytest.mark.slow,
         ),
         ("nres_lorenz", {"final_loss", "steps_to_threshold", "machine"}),
         ("estimator_variance", {"variance", "nres_over_pes", "machine"}),
@@ -42,9 +44,13 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
             "subspace_finetune",
             {"pretrained_test_accuracy", "one_generation", "generations", "machine"},
         ),
-        ("scaling", {"strategies", "devices", "machine"}),
+        # The sharded step on 1/2/4 devices: test_distributed.
+        pytest.param("scaling", {"strategies", "devices", "machine"}, marks=pytest.mark.slow),
         ("lm_throughput", {"lm_lowrank_over_plain", "tokens_per_s", "machine"}),
-        ("paper_a", {"tasks", "findings", "settings", "machine"}),
+        # lrne.run, the LM task and pixel Pendulum: test_run, test_language, test_vision.
+        pytest.param(
+            "paper_a", {"tasks", "findings", "settings", "machine"}, marks=pytest.mark.slow
+        ),
     ],
 )
 def test_quick_benchmark_writes_its_keys(script, keys):

@@ -26,7 +26,6 @@ from lrne.cli import build, build_parser, main
         (["--generations", "0"], "--generations"),
         (["--hidden", "64,x"], "--hidden"),
         (["--output", "/proc/forbidden/run"], "--output"),
-        (["--env", "FrozenLake-misc"], "--env"),  # scalar observations: no MLP input
     ],
 )
 def test_bad_input_is_one_line_exit_2(capsys, argv, names):
