@@ -80,6 +80,10 @@ class ShardedTask(Task):
     def horizon(self) -> int:
         return self.task.horizon
 
+    @property
+    def thin_kernels(self) -> frozenset[str]:
+        return self.task.thin_kernels
+
     def init_params(self, key: jax.Array) -> PyTree:
         return self.task.init_params(key)
 

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from lrne import perturb
-from lrne.genome import Array, Factors, LowRank, TransposedFactors
+from lrne.genome import Array, Factors, LowRank, TransposedFactors, TransposedKernel
 from lrne.nn.perturbed import read
 
 
@@ -147,8 +147,12 @@ class Dense(nn.Module):
         fan_in = x.shape[-1]
         variance = self.init_scale / fan_in
         if self.rank == 0:
-            kernel = self.param("kernel", dense_init(variance), (fan_in, self.features))
-            y = _plus(x @ kernel, x, read(self, "kernel"))
+            kernel = _weight(self, "kernel", dense_init(variance), (fan_in, self.features))
+            if isinstance(kernel, TransposedKernel):  # a thin head, in evaluation layout
+                y = jnp.sum(x[None, :] * kernel.Wt, axis=1) if x.ndim == 1 else x @ kernel.Wt.T
+            else:
+                y = x @ kernel
+            y = _plus(y, x, read(self, "kernel"))
         else:
             _check_rank_fits("Dense", self.rank, fan_in, self.features)
             init = factor_init(variance, self.rank, (fan_in, self.rank), (self.rank, self.features))
@@ -296,3 +300,29 @@ def _rows(table: Array, delta: LowRank | None, ids: Array) -> Array:
 def _plus_t(y: Array, x: Array, delta: LowRank | None) -> Array:
     """``y + x·δᵀ`` for a low-rank δ, or y when there is none."""
     return y if delta is None else y + perturb.matmul_t(x, delta)
+
+
+# Dense kernels with at most this many outputs (policy heads) take the
+# transposed evaluation layout (:class:`~lrne.genome.TransposedKernel`).
+THIN = 8
+
+
+def thin_kernels(model: nn.Module, *inputs: Any) -> frozenset[str]:
+    """Paths (``'Dense_2/kernel'``) of the thin dense kernels of lrne's ``Dense``
+    layers in ``model``, found by tracing ``model.init`` on ``inputs`` once.
+
+    :func:`lrne.genome.evaluation_layout` transposes only these, so a stock
+    flax layer, which checks its param shapes, never sees a relayout.
+    """
+    found = set()
+
+    def record(next_fun: Any, args: tuple, kwargs: dict, context: Any) -> Any:
+        module = context.module
+        if context.method_name == "__call__" and isinstance(module, Dense):
+            if module.rank == 0 and module.features <= THIN:
+                found.add("/".join((*module.path, "kernel")))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(lambda: model.init(jax.random.key(0), *inputs))
+    return frozenset(found)

@@ -188,14 +188,15 @@ def member_variables(shared: PyTree, member: PyTree) -> PyTree:
     return out
 
 
-def prepare(population: Population) -> Population:
+def prepare(population: Population, thin_kernels: frozenset[str] = frozenset()) -> Population:
     """The population in evaluation form, computed once per generation.
 
     Dense perturbations are folded into per-member params (only the leaves
     they touch carry a member axis; the rest stay shared, ``None`` in the
     member's tree), low-rank ones stay factors, and per-member factorized
     weights (GA, Metropolis) take their evaluation layout
-    (:func:`lrne.genome.evaluation_layout`). Evaluate members of the result
+    (:func:`lrne.genome.evaluation_layout`), as do the ``thin_kernels`` of lrne
+    layers (:func:`lrne.nn.layers.thin_kernels`). Evaluate members of the result
     with :func:`apply` on :func:`member_variables`.
     """
     shared, members = population
@@ -214,7 +215,8 @@ def prepare(population: Population) -> Population:
     elif "params" in members:
         # Per-member genomes (GA, Metropolis): x·A is a per-member product, so A's
         # layout matters. A shared mean's x·A is one batched matmul either way.
-        members = {**members, "params": jax.vmap(evaluation_layout)(members["params"])}
+        layout = lambda params: evaluation_layout(params, thin_kernels)
+        members = {**members, "params": jax.vmap(layout)(members["params"])}
     return Population(shared, members)
 
 

@@ -33,6 +33,10 @@ class Task:
     so that a split population's metrics are the sums of its parts.
     """
 
+    # Thin dense kernels of lrne layers to relayout for evaluation
+    # (:func:`lrne.nn.layers.thin_kernels`); a task that knows its model sets it.
+    thin_kernels: frozenset[str] = frozenset()
+
     def init_params(self, key: jax.Array) -> PyTree:
         """One member's variables."""
         raise NotImplementedError
@@ -53,7 +57,7 @@ class Task:
 
     def evaluate(self, key: jax.Array, population: Population) -> tuple[jax.Array, Metrics]:
         """Fitness (population_size,) and metrics for a population; the template."""
-        population = prepare(population)
+        population = prepare(population, self.thin_kernels)
         fitness, metrics = self.evaluate_members(member_keys(key, population.size), population)
         return fitness, {**metrics, **self.population_metrics(population, fitness)}
 

@@ -24,6 +24,7 @@ from flax import linen as nn
 from gymnax.environments import spaces
 
 from lrne.genome import Population, PyTree
+from lrne.nn.layers import thin_kernels
 from lrne.nn.perturbed import apply, member_variables
 from lrne.tasks.base import Task
 
@@ -141,6 +142,7 @@ class Gymnax(Task):
                 f"but the environment needs {self.num_outputs} outputs (lrne.nn.MLP reads "
                 "the observation's last input_ndim axes as one input)"
             )
+        self.thin_kernels = thin_kernels(self.policy, self._obs_template)
 
     def init_params(self, key: jax.Array) -> PyTree:
         """One member's policy params."""
