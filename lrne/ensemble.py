@@ -15,12 +15,12 @@ from flax import linen as nn
 
 from lrne.genome import Population, PyTree
 from lrne.nn.perturbed import apply, member_variables
+from lrne.strategies.base import ranked
 
 
 def top_k(fitness: jax.Array, k: int) -> jax.Array:
     """Indices of the ``k`` fittest members, best first; NaN/inf rank last."""
-    ranked = jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)
-    return jnp.argsort(-ranked, stable=True)[:k]
+    return jnp.argsort(-ranked(fitness), stable=True)[:k]
 
 
 def member_outputs(

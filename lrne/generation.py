@@ -9,17 +9,12 @@ import jax
 import jax.numpy as jnp
 
 from lrne.genome import Metrics
-from lrne.strategies.base import Strategy
+from lrne.strategies.base import Strategy, finite_mean, ranked
 
 
 def fitness_stats(fitness: jax.Array) -> Metrics:
     """Mean and max over the finite entries; NaN/inf never reach a mean."""
-    finite = jnp.isfinite(fitness)
-    count = jnp.maximum(jnp.sum(finite), 1)
-    return {
-        "fitness_mean": jnp.sum(jnp.where(finite, fitness, 0.0)) / count,
-        "fitness_max": jnp.max(jnp.where(finite, fitness, -jnp.inf)),
-    }
+    return {"fitness_mean": finite_mean(fitness), "fitness_max": jnp.max(ranked(fitness))}
 
 
 def generation_step(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from lrne.strategies.base import ranked
+
 
 def centered_rank(fitness: jax.Array) -> jax.Array:
     """Ranks scaled to [-0.5, 0.5] (Salimans et al. 2017); ties share their mean rank.
@@ -12,7 +14,7 @@ def centered_rank(fitness: jax.Array) -> jax.Array:
     Averaging tied ranks makes equal fitness give equal weights, so antithetic
     pairs cancel exactly on a constant fitness. NaN/inf rank lowest.
     """
-    f = jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)
+    f = ranked(fitness)
     ordered = jnp.sort(f)
     below = jnp.searchsorted(ordered, f, side="left")
     through = jnp.searchsorted(ordered, f, side="right")
