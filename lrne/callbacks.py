@@ -1,4 +1,4 @@
-"""Callbacks for :func:`lrne.run`: a progress bar and a metrics file.
+"""Callbacks for :func:`lrne.run`: a progress bar, a metrics file and a time limit.
 
 The impure shell around the loop (terminal output, files), kept out of the
 library's pure modules. Write your own by subclassing :class:`lrne.Callback`.
@@ -7,7 +7,9 @@ library's pure modules. Write your own by subclassing :class:`lrne.Callback`.
 from __future__ import annotations
 
 import json
+import math
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -99,3 +101,29 @@ class MetricsLog(Callback):
         self.rows.append(row)
         with self.path.open("a") as file:
             file.write(json.dumps(row) + "\n")
+
+
+class TimeLimit(Callback):
+    """Stops the run once ``seconds`` of wall-clock have passed since it started.
+
+    The clock starts in ``on_start``, before the first generation, so the
+    first generation's compiling counts. ``elapsed`` is the time at the latest
+    generation's end.
+
+    Args:
+        seconds: the budget, > 0.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        if not seconds > 0:
+            raise ValueError(f"seconds must be > 0, got {seconds!r}")
+        self.seconds = float(seconds)
+        self.start = math.nan
+        self.elapsed = 0.0
+
+    def on_start(self, generation: int, state: Any) -> None:
+        self.start = time.perf_counter()
+
+    def on_generation(self, generation: int, row: Row, state: Any) -> bool:
+        self.elapsed = time.perf_counter() - self.start
+        return self.elapsed >= self.seconds

@@ -128,7 +128,7 @@ def test_continuous_actions_are_squashed_into_the_box(key):
     params = task.init_params(key)
     obs, _ = task.env.reset_env(key, task.env_params)
     big = jax.tree.map(lambda x: 100.0 * x, params)
-    action = task._act(big, obs)
+    action = task.action(big, obs)
     assert action.shape == (1,) and bool(jnp.all(jnp.abs(action) <= 2.0))
     population = lrne.Population({}, jax.tree.map(lambda x: jnp.stack([x, 2 * x]), params))
     fitness, metrics = jax.jit(task.evaluate)(key, population)

@@ -148,7 +148,9 @@ class Gymnax(Task):
         """One member's policy params."""
         return self.policy.init(key, self._obs_template)
 
-    def _act(self, variables: PyTree, obs: PyTree) -> jax.Array:
+    def action(self, variables: PyTree, obs: PyTree) -> jax.Array:
+        """The action one member (``variables``, any perturbation included) takes at ``obs``:
+        the argmax of its outputs (discrete), or ``tanh`` scaled to the action box."""
         out = apply(self.policy, variables, obs)
         if isinstance(self.action_space, spaces.Discrete):
             return jnp.argmax(out)
@@ -185,7 +187,7 @@ class Gymnax(Task):
     def _acting(self, population: Population) -> Any:
         """obs (M, ...) -> actions (M, ...) for every member of ``population``, in order."""
         shared, members = population
-        act = lambda member, obs: self._act(member_variables(shared, member), obs)
+        act = lambda member, obs: self.action(member_variables(shared, member), obs)
         return lambda obs: jax.vmap(act)(members, obs)
 
     def evaluate_members(self, keys: jax.Array, population: Population) -> tuple[jax.Array, dict]:
