@@ -67,7 +67,12 @@ def build(task: str, arm: str, quick: bool, text: str):
         vocab = len(lrne.tasks.LanguageModel.vocabulary(text))
         model = Transformer.preset(arm, vocab, **({"num_blocks": 1} if quick else {}))
         context, batch = (16, 4) if quick else (32, 16)
-        return lrne.tasks.LanguageModel(model, text, context=context, batch_size=batch), False
+        return (
+            lrne.tasks.LanguageModel(
+                model, text, context=context, batch_size=batch, fresh_batches=False
+            ),
+            False,
+        )
     max_steps = 50 if quick else None
     if task == "pendulum_pixels":
         env = lrne.wrappers.pixel_pendulum(size=16 if quick else 32, frames=2)

@@ -388,14 +388,17 @@ def score(act, env_id: str, trace: Trace, seed: int, episodes: int, threshold: f
 
 
 def sweep(method: str, env_id: str, seconds: float, snap: float, episodes: int) -> dict:
-    """Each setting of ``SWEEP[method]`` for ``seconds``, seed 100; the best by fresh return."""
+    """Each setting of ``SWEEP[method]`` for ``seconds``, seed 100: the best by fresh return,
+    ties broken by the earlier time to the threshold."""
     rows = []
     for setting in SWEEP[method]:
         trace, act = train(method, env_id, setting, 100, seconds, snap)
-        final = returns(act, env_id, trace.policies[-1], jax.random.key(777), episodes)
-        rows.append({**setting, "return": float(final.mean()), "env_steps": trace.env_steps[-1]})
-        print(f"  sweep {method} {setting}: {rows[-1]['return']:.1f}", flush=True)
-    best = max(rows, key=lambda row: row["return"])
+        scored = score(act, env_id, trace, 100, episodes, ENVS[env_id].threshold)
+        keep = ("final_return", "seconds_to_threshold", "env_steps")
+        rows.append({**setting, **{k: scored[k] for k in keep}})
+        print(f"  sweep {method} {setting}: {scored['final_return']:.1f}", flush=True)
+    rank = lambda row: (row["final_return"], -(row["seconds_to_threshold"] or math.inf))
+    best = max(rows, key=rank)
     return {"rows": rows, "best": {k: best[k] for k in ("sigma", "population")}}
 
 

@@ -87,6 +87,9 @@ class ShardedTask(Task):
     def init_params(self, key: jax.Array) -> PyTree:
         return self.task.init_params(key)
 
+    def member_keys(self, key: jax.Array, num_members: int) -> jax.Array:
+        return self.task.member_keys(key, num_members)
+
     def _local(self, tree: PyTree) -> PyTree:
         num_members = jax.tree.leaves(tree)[0].shape[0]
         _check_divides(num_members, self.num_devices, "the number of members")

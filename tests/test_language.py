@@ -158,7 +158,8 @@ def test_loss_equals_an_explicit_cross_entropy():
 
 def test_population_fitness_matches_member_losses_ga_and_es(factorized):
     task, params, population = factorized
-    loss = jax.jit(lambda variables: task.loss(variables, task.inputs, task.targets))
+    inputs, targets = task.batch(jax.random.key(3))  # the generation's batch
+    loss = jax.jit(lambda variables: task.loss(variables, inputs, targets))
     evaluate = jax.jit(task.evaluate)
     fitness, _ = evaluate(jax.random.key(3), population)
     for i in range(4):
@@ -198,6 +199,93 @@ def test_short_ga_run_lowers_the_loss():
     first, last = -float(history["fitness_max"][0]), -float(history["best_fitness"][-1])
     assert last < first - 0.3, (first, last)
     assert float(history["best_eval_loss"][-1]) < float(history["best_eval_loss"][0])
+
+
+def test_fresh_batches_are_shared_by_the_members_and_new_each_generation(factorized):
+    task, params, _ = factorized
+    same = lrne.Population({}, jax.tree.map(lambda x: jnp.stack([x] * 3), params))
+    evaluate = jax.jit(task.evaluate)
+    loss = jax.jit(task.loss)
+    split = int(len(TEXT) * 0.9)
+    fitness = {}
+    for seed in (1, 2):
+        key = jax.random.key(seed)
+        fitness[seed] = np.asarray(evaluate(key, same)[0])
+        assert np.all(fitness[seed] == fitness[seed][0]), "one batch for every member"
+        inputs, targets = task.batch(key)
+        assert float(fitness[seed][0]) == pytest.approx(-float(loss(params, inputs, targets)))
+        for row, target in zip(np.asarray(inputs), np.asarray(targets), strict=True):
+            window = "".join(task.chars[i] for i in [*row, target[-1]])
+            assert window in TEXT[:split], "training windows come from the training split"
+    assert fitness[1][0] != fitness[2][0], "a new batch each generation"
+    fixed = lrne.tasks.LanguageModel(task.model, TEXT, context=8, batch_size=2, fresh_batches=False)
+    expected = -float(loss(params, fixed.inputs, fixed.targets))
+    for seed in (1, 2):
+        got = jax.jit(fixed.evaluate)(jax.random.key(seed), same)[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-6)
+
+
+def test_eval_loss_scores_consecutive_held_out_windows_in_chunks(factorized):
+    task, params, _ = factorized  # batch_size 2: 17 windows = 8 chunks and a tail of 1
+    split = int(len(TEXT) * 0.9)
+    num = (len(TEXT) - split - 1) // 8
+    assert task.eval_inputs.shape == (num, 8) and num % 2 == 1
+    held_out = "".join(task.chars[i] for i in np.asarray(task.eval_inputs).ravel())
+    assert held_out == TEXT[split : split + num * 8]
+    explicit = task.loss(params, task.eval_inputs, task.eval_targets)
+    got = jax.jit(task.eval_loss)(params)
+    assert float(got) == pytest.approx(float(explicit), rel=1e-5)
+    fresh = jax.jit(task.fresh_fitness)(jax.random.key(0), params)
+    assert float(fresh) == pytest.approx(-float(got))
+    long_text = (TEXT * 300)[: 45 * 8192]
+    big = lrne.tasks.LanguageModel(task.model, long_text, context=64, batch_size=2)
+    assert big.eval_inputs.size == 32_768, "the default held-out set is 32k characters"
+
+
+class Successor(nn.Module):
+    """Predicts token (id + 1) mod vocab with certainty; causal (position-wise)."""
+
+    vocab: int
+
+    @nn.compact
+    def __call__(self, ids):
+        self.param("unused", nn.initializers.zeros_init(), (1,))
+        return 1e4 * jax.nn.one_hot((ids + 1) % self.vocab, self.vocab)
+
+
+def test_sample_continues_from_the_last_character_past_the_context():
+    chars = lrne.tasks.LanguageModel.vocabulary(TEXT)
+    task = lrne.tasks.LanguageModel(Successor(len(chars)), TEXT, context=4, batch_size=2)
+    params = task.init_params(jax.random.key(0))
+    prompt = chars[3:5]
+    text = task.sample(params, prompt, 12, jax.random.key(1))
+    assert text == "".join(chars[(5 + i) % len(chars)] for i in range(12))
+    long_prompt = chars[:7]  # longer than the context: its last 4 characters are read
+    assert task.sample(params, long_prompt, 3, jax.random.key(1)) == chars[7:10]
+    with pytest.raises(ValueError, match="not in the task's vocabulary"):
+        task.sample(params, "Z~", 3, jax.random.key(1))
+    with pytest.raises(ValueError, match="length"):
+        task.sample(params, prompt, -1, jax.random.key(1))
+
+
+def test_sample_draws_from_the_model_distribution():
+    class Fixed(nn.Module):
+        vocab: int
+
+        @nn.compact
+        def __call__(self, ids):
+            logits = jnp.full((self.vocab,), -1e4).at[0].set(jnp.log(0.75)).at[1].set(jnp.log(0.25))
+            self.param("unused", nn.initializers.zeros_init(), (1,))
+            return jnp.broadcast_to(logits, (*ids.shape, self.vocab))
+
+    chars = lrne.tasks.LanguageModel.vocabulary(TEXT)
+    task = lrne.tasks.LanguageModel(Fixed(len(chars)), TEXT, context=4, batch_size=2)
+    params = task.init_params(jax.random.key(0))
+    text = task.sample(params, "a", 400, jax.random.key(2))
+    assert set(text) <= set(chars[:2])
+    share = text.count(chars[0]) / 400
+    assert abs(share - 0.75) < 4.5 * math.sqrt(0.75 * 0.25 / 400)  # binomial, 4.5 sigma
+    assert text == task.sample(params, "a", 400, jax.random.key(2)), "keyed"
 
 
 def test_layer_norms_are_frozen_by_the_ga_by_default(factorized):

@@ -55,10 +55,19 @@ class Task:
         del population, fitness
         return {}
 
+    def member_keys(self, key: jax.Array, num_members: int) -> jax.Array:
+        """The keys (num_members,) :meth:`evaluate_members` receives for a generation's ``key``.
+
+        By default independent per member (:func:`member_keys`). A task whose
+        members should see the same random draw (common random numbers, e.g.
+        one data batch per generation) returns ``key`` for every member.
+        """
+        return member_keys(key, num_members)
+
     def evaluate(self, key: jax.Array, population: Population) -> tuple[jax.Array, Metrics]:
         """Fitness (population_size,) and metrics for a population; the template."""
         population = prepare(population, self.thin_kernels)
-        fitness, metrics = self.evaluate_members(member_keys(key, population.size), population)
+        fitness, metrics = self.evaluate_members(self.member_keys(key, population.size), population)
         return fitness, {**metrics, **self.population_metrics(population, fitness)}
 
     def fresh_fitness(self, key: jax.Array, params: PyTree, num_episodes: int = 32) -> jax.Array:

@@ -1,15 +1,18 @@
-"""Character-level language modelling as a fitness: −cross-entropy on a fixed batch.
+"""Character-level language modelling as a fitness: −cross-entropy on a batch of text.
 
-Garbus & Pollack 2025 (arXiv 2504.03037) score each member of a population of
-transformers by its loss on a fixed set of training stories. Here the corpus
-is tiny Shakespeare at the character level; fitness is −(mean cross-entropy in
-nats per token) on a fixed batch of windows from the first 90% of the text, and
-the metric ``best_eval_loss`` is the fittest member's loss on a fixed batch
-from the last 10%.
+Fitness is −(mean next-character cross-entropy, nats per token) on a batch of
+windows from the first part of the corpus (e.g. tiny Shakespeare). By default
+every generation draws a fresh batch from its key, shared by all members (and
+so by ES's ± pairs): common random numbers, so members are compared on the
+same text while the population never sees one batch twice. Garbus & Pollack
+2025 (arXiv 2504.03037) instead score every generation on one fixed batch;
+``fresh_batches=False`` keeps that mode. Held-out loss is measured on a fixed
+set of ≥ 32k characters from the last part of the corpus.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import urllib.error
@@ -22,8 +25,8 @@ import numpy as np
 from flax import linen as nn
 
 from lrne.ensemble import member_outputs, top_k
-from lrne.genome import Metrics, Population, PyTree
-from lrne.nn.perturbed import apply
+from lrne.genome import Array, Metrics, Population, PyTree
+from lrne.nn.perturbed import apply, member_variables
 from lrne.tasks.base import Task
 
 TINYSHAKESPEARE_URL = (
@@ -82,20 +85,25 @@ def load_tinyshakespeare(
 
 
 class LanguageModel(Task):
-    """Fitness = −mean next-character cross-entropy (nats per token) on a fixed batch.
+    """Fitness = −mean next-character cross-entropy (nats per token) on a batch of windows.
 
     Args:
         model: flax module mapping token ids (batch, L) to logits (batch, L, vocab),
-            e.g. :class:`lrne.nn.Transformer` with ``vocab_size=task.vocab_size``
+            causal, e.g. :class:`lrne.nn.Transformer` with ``vocab_size=task.vocab_size``
             (build the task first with any model, or use :meth:`vocabulary`).
         text: the corpus; its distinct characters are the vocabulary.
         context: L, the window length.
-        batch_size: windows in the fixed training batch (and in the held-out one).
-        seed: picks the windows.
-        eval_fraction: the last part of the text, held out for ``best_eval_loss``.
+        batch_size: windows per member per generation, so a member is scored on
+            ``batch_size × context`` tokens.
+        seed: picks the fixed training batch (``fresh_batches=False``).
+        eval_fraction: the last part of the text, held out.
+        fresh_batches: draw a new batch each generation from its key, the same
+            for every member (default); ``False``: one fixed batch, as in the
+            paper, so a member's fitness is a deterministic function of its params.
+        eval_tokens: held-out tokens :meth:`eval_loss` scores: consecutive
+            windows from the start of the held-out part (at most all of it).
 
-    ``evaluate(key, population)``: the key is unused (the batch is fixed, as in
-    the paper), so a member's fitness is a deterministic function of its params.
+    Metric ``best_eval_loss``: the fittest member's :meth:`eval_loss`.
     """
 
     def __init__(
@@ -106,8 +114,14 @@ class LanguageModel(Task):
         batch_size: int = 32,
         seed: int = 0,
         eval_fraction: float = 0.1,
+        fresh_batches: bool = True,
+        eval_tokens: int = 32_768,
     ) -> None:
-        for name, value in (("context", context), ("batch_size", batch_size)):
+        for name, value in (
+            ("context", context),
+            ("batch_size", batch_size),
+            ("eval_tokens", eval_tokens),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int >= 1, got {value!r}")
         if not 0 < eval_fraction < 1:
@@ -122,10 +136,19 @@ class LanguageModel(Task):
         self.model = model
         self.chars = chars
         self.vocab_size = len(chars)
+        self.context = context
+        self.batch_size = batch_size
+        self.fresh_batches = bool(fresh_batches)
         ids = np.asarray([chars.index(c) for c in text], np.int32)  # small vocab
+        self.train_ids = jnp.asarray(ids[:split])
         rng = np.random.default_rng(seed)
-        self.inputs, self.targets = self._windows(ids[:split], context, batch_size, rng)
-        self.eval_inputs, self.eval_targets = self._windows(ids[split:], context, batch_size, rng)
+        starts = rng.integers(0, split - context, batch_size)
+        self.inputs, self.targets = self._windows(self.train_ids, jnp.asarray(starts))
+        held_out = ids[split:]
+        num_windows = max(1, min(-(-eval_tokens // context), (len(held_out) - 1) // context))
+        windows = held_out[: num_windows * context + 1]
+        self.eval_inputs = jnp.asarray(windows[:-1].reshape(num_windows, context))
+        self.eval_targets = jnp.asarray(windows[1:].reshape(num_windows, context))
         out = jax.eval_shape(self.model.apply, self.init_params(jax.random.key(0)), self.inputs)
         if out.shape != (*self.inputs.shape, self.vocab_size):
             raise ValueError(
@@ -138,13 +161,17 @@ class LanguageModel(Task):
         """The sorted distinct characters of ``text``: token i is ``vocabulary[i]``."""
         return "".join(sorted(set(text)))
 
-    @staticmethod
-    def _windows(
-        ids: np.ndarray, context: int, batch_size: int, rng: np.random.Generator
-    ) -> tuple[jax.Array, jax.Array]:
-        starts = rng.integers(0, len(ids) - context, batch_size)
-        windows = np.stack([ids[s : s + context + 1] for s in starts])
-        return jnp.asarray(windows[:, :-1]), jnp.asarray(windows[:, 1:])
+    def _windows(self, ids: Array, starts: Array) -> tuple[Array, Array]:
+        offsets = starts[:, None] + jnp.arange(self.context + 1)
+        windows = ids[offsets]
+        return windows[:, :-1], windows[:, 1:]
+
+    def batch(self, key: jax.Array) -> tuple[Array, Array]:
+        """The training (inputs, targets), each (batch_size, context), of a generation's key."""
+        if not self.fresh_batches:
+            return self.inputs, self.targets
+        high = self.train_ids.shape[0] - self.context
+        return self._windows(self.train_ids, jax.random.randint(key, (self.batch_size,), 0, high))
 
     def init_params(self, key: jax.Array) -> PyTree:
         return self.model.init(key, self.inputs[:1])
@@ -155,25 +182,95 @@ class LanguageModel(Task):
         log_p = jax.nn.log_softmax(logits, axis=-1)
         return -jnp.mean(jnp.take_along_axis(log_p, targets[..., None], axis=-1))
 
+    def eval_loss(self, variables: PyTree) -> jax.Array:
+        """One member's mean cross-entropy (nats per token) on the held-out windows.
+
+        Scored ``batch_size`` windows at a time (``lax.map``), so memory stays
+        that of one training batch.
+        """
+        size = min(self.batch_size, self.eval_inputs.shape[0])
+        full = self.eval_inputs.shape[0] // size * size
+        chunks = (self.eval_inputs[:full], self.eval_targets[:full])
+        chunks = jax.tree.map(lambda x: x.reshape(-1, size, self.context), chunks)
+        losses = jax.lax.map(lambda batch: self.loss(variables, *batch), chunks)
+        total = losses.sum() * size * self.context
+        if full < self.eval_inputs.shape[0]:
+            rest = self.eval_inputs.shape[0] - full
+            tail = self.loss(variables, self.eval_inputs[full:], self.eval_targets[full:])
+            total = total + tail * rest * self.context
+        return total / self.eval_inputs.size
+
     def _losses(self, population: Population, inputs: jax.Array, targets: jax.Array) -> jax.Array:
         loss = lambda variables, batch: self.loss(variables, *batch)
         return member_outputs(loss, population, (inputs, targets))
 
+    def member_keys(self, key: jax.Array, num_members: int) -> jax.Array:
+        """Every member gets the generation's key: one batch for the whole population."""
+        return jnp.broadcast_to(key, (num_members,))
+
     def evaluate_members(
         self, keys: jax.Array, population: Population
     ) -> tuple[jax.Array, Metrics]:
-        """Fitness (M,) = −training loss; metric ``tokens`` scored."""
-        del keys
-        fitness = -self._losses(population, self.inputs, self.targets)
-        tokens = population.size * self.inputs.size
+        """Fitness (M,) = −training loss on the batch of ``keys[0]``; metric ``tokens`` scored."""
+        inputs, targets = self.batch(keys[0])
+        fitness = -self._losses(population, inputs, targets)
+        tokens = population.size * inputs.size
         return fitness, {"tokens": jnp.asarray(tokens, jnp.int32)}
 
     def fresh_fitness(self, key: jax.Array, params: PyTree, num_episodes: int = 32) -> jax.Array:
-        """−loss on the held-out batch (nats per token; ``key``, ``num_episodes`` unused)."""
+        """−:meth:`eval_loss` (``key``, ``num_episodes`` unused)."""
         del key, num_episodes
-        return -self.loss(params, self.eval_inputs, self.eval_targets)
+        return -self.eval_loss(params)
 
     def population_metrics(self, population: Population, fitness: jax.Array) -> Metrics:
         """``best_eval_loss``: the fittest member's held-out loss (nats per token)."""
         best = population.select(top_k(fitness, 1))
-        return {"best_eval_loss": self._losses(best, self.eval_inputs, self.eval_targets)[0]}
+        variables = member_variables(best.shared, jax.tree.map(lambda x: x[0], best.members))
+        return {"best_eval_loss": self.eval_loss(variables)}
+
+    def encode(self, text: str) -> Array:
+        """Token ids of ``text``; ``ValueError`` naming characters outside the vocabulary."""
+        unknown = sorted(set(text) - set(self.chars))
+        if unknown:
+            raise ValueError(f"text: characters {unknown!r} are not in the task's vocabulary")
+        return jnp.asarray([self.chars.index(c) for c in text], jnp.int32)
+
+    def sample(
+        self, params: PyTree, prompt: str, length: int, key: jax.Array, temperature: float = 1.0
+    ) -> str:
+        """``length`` characters sampled after ``prompt`` from one member's variables.
+
+        The model sees at most the last ``context`` characters. ``temperature``
+        divides the logits (> 0).
+        """
+        if not isinstance(length, int) or length < 0:
+            raise ValueError(f"length must be an int >= 0, got {length!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if not prompt:
+            raise ValueError("prompt must hold at least one character")
+        ids = self.encode(prompt)[-self.context :]
+        out = _sample(self, params, ids, length, key, float(temperature))
+        return "".join(self.chars[i] for i in np.asarray(out))
+
+
+@functools.partial(jax.jit, static_argnames=("task", "length"))
+def _sample(
+    task: LanguageModel, params: PyTree, ids: Array, length: int, key: jax.Array, temperature: float
+) -> Array:
+    # A window of the last `context` tokens; with a causal model, padding after
+    # position n - 1 does not change the logits there.
+    context = task.context
+    window = jnp.zeros((context,), jnp.int32).at[: ids.shape[0]].set(ids)
+
+    def step(carry, k):
+        window, n = carry
+        logits = apply(task.model, params, window[None])[0, n - 1]
+        token = jax.random.categorical(k, logits / temperature).astype(jnp.int32)
+        full = n == context
+        window = jnp.where(full, jnp.roll(window, -1), window)
+        window = window.at[jnp.where(full, context - 1, n)].set(token)
+        return (window, jnp.minimum(n + 1, context)), token
+
+    start = (window, jnp.asarray(ids.shape[0], jnp.int32))
+    return jax.lax.scan(step, start, jax.random.split(key, length))[1]
