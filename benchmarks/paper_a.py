@@ -1,9 +1,17 @@
-"""Reproduce Garbus & Pollack 2025: factorized vs full vs small networks under the GA.
+"""Reproduce Garbus & Pollack 2025 at fair settings: factorized vs full vs small under the GA.
 
 Garbus & Pollack, *Low Rank Factorizations are Indirect Encodings for Deep
 Neuroevolution* (arXiv 2504.03037). Three arms per task, evolved by the same
-truncation GA with elitism and the paper's mutation scale (σ = 0.01 of each
-tensor's init std; √σ on each factor):
+truncation GA with elitism. The mutation is σ × each tensor's init std, and
+√σ × init std on each factor A, B of a factorized weight, so at one σ a
+factorized weight moves far more than a dense one. To compare the arms
+fairly, each gets its own σ:
+
+1. sweep: σ ∈ ``SIGMAS`` per arm, 3 seeds each;
+2. best: each arm at its best σ (by mean final score), 5 new seeds;
+3. matched: the factorized arm at the σ where its measured std(ΔW)/std(W)
+   (one mutation, averaged over its weight matrices) equals the full arm's at
+   the full arm's best σ, 5 new seeds.
 
 - factorized: the full architecture with every weight matrix stored as A·B of
   rank 4 (transformer: q, k, v, o and feed-forward at rank 4, embedding rank 4);
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import statistics
 import time
 from pathlib import Path
@@ -62,78 +71,105 @@ def rank_sum_p(x: list[float], y: list[float]) -> float:
 
 
 def build(task: str, arm: str, quick: bool, text: str):
-    """(task object, is_rl) for one task and arm."""
+    """The task object for one task and arm."""
     if task == "lm":
         vocab = len(lrne.tasks.LanguageModel.vocabulary(text))
         model = Transformer.preset(arm, vocab, **({"num_blocks": 1} if quick else {}))
         context, batch = (16, 4) if quick else (32, 16)
-        return (
-            lrne.tasks.LanguageModel(
-                model, text, context=context, batch_size=batch, fresh_batches=False
-            ),
-            False,
-        )
+        return lrne.tasks.LanguageModel(model, text, context=context, batch_size=batch)
     max_steps = 50 if quick else None
     if task == "pendulum_pixels":
         env = lrne.wrappers.pixel_pendulum(size=16 if quick else 32, frames=2)
         shapes = {"full": {}, "factorized": {"rank": 4}, "small": {"channels": 4, "hidden": 8}}
         policy = lrne.nn.MinAtarCNN(1, strides=(2, 2), **{"hidden": 64, **shapes[arm]})
-        return lrne.tasks.Gymnax(env, policy, num_episodes=1, max_steps=max_steps), True
+        return lrne.tasks.Gymnax(env, policy, num_episodes=1, max_steps=max_steps)
     env_id = {"breakout": "Breakout-MinAtar", "space_invaders": "SpaceInvaders-MinAtar"}[task]
     shapes = {"full": {}, "factorized": {"rank": 4}, "small": {"channels": 4, "hidden": 16}}
     policy = lrne.nn.MinAtarCNN(lrne.tasks.action_size(env_id), **shapes[arm])
-    return lrne.tasks.Gymnax(env_id, policy, num_episodes=2, max_steps=max_steps), True
+    return lrne.tasks.Gymnax(env_id, policy, num_episodes=2, max_steps=max_steps)
 
 
-def run_arm(task_name: str, arm: str, settings: dict, text: str) -> dict:
-    """Every seed of one (task, arm): per-generation curves, times and final fitness."""
-    task, is_rl = build(task_name, arm, settings["quick"], text)
-    population, generations = settings["population"], settings["generations"][task_name]
-    strategy = lrne.ga(population, settings["num_elites"], settings["sigma"])
-    params = task.init_params(jax.random.key(0))
-    seeds = []
-    for seed in range(settings["seeds"]):
-        # lrne.run compiles the generation step once for all seeds of an arm.
+SIGMAS = (0.003, 0.01, 0.03, 0.1)
+SWEEP_SEEDS = (0, 1, 2)
+FINAL_SEEDS = (10, 11, 12, 13, 14)  # new seeds: the best σ was chosen on the sweep's
+
+
+def weight_leaves(params) -> list:
+    """Materialized 2-D weight matrices (kernels, embeddings) of one member's variables."""
+    dense = lrne.materialize(params)
+    flat = jax.tree_util.tree_flatten_with_path(dense)[0]
+    return [leaf for path, leaf in flat if lrne.genome.is_weight_matrix(path, leaf)]
+
+
+def delta_ratio(task, arm_params, sigma: float, settings: dict) -> float:
+    """Mean over children and weight matrices of std(ΔW) / std(W) for one GA mutation."""
+    strategy = lrne.ga(settings["population"], settings["num_elites"], sigma)
+    state = strategy.init(jax.random.key(1), arm_params)
+    population, _ = strategy.ask(jax.random.key(2), state)
+    parent = weight_leaves(arm_params)
+    ratios = []
+    for m in range(settings["num_elites"], population.size):
+        child = weight_leaves(jax.tree.map(lambda x, m=m: x[m], population.members))
+        for w, c in zip(parent, child, strict=True):
+            ratios.append(float(np.std(np.asarray(c) - np.asarray(w)) / np.std(np.asarray(w))))
+    return float(np.mean(ratios))
+
+
+def matched_sigma(task, params, target: float, settings: dict) -> float:
+    """σ of the factorized arm whose std(ΔW)/std(W) equals ``target`` (bisection in log σ)."""
+    low, high = math.log(1e-6), math.log(1.0)
+    for _ in range(20):
+        mid = 0.5 * (low + high)
+        if delta_ratio(task, params, math.exp(mid), settings) < target:
+            low = mid
+        else:
+            high = mid
+    return math.exp(0.5 * (low + high))
+
+
+def run_seeds(task_name: str, arm: str, sigma: float, seeds, settings: dict, text: str) -> dict:
+    """Every seed of one (task, arm, σ): curves, times and final score."""
+    task = build(task_name, arm, settings["quick"], text)
+    generations = settings["generations"][task_name]
+    strategy = lrne.ga(settings["population"], settings["num_elites"], sigma)
+    runs = []
+    for seed in seeds:
+        # lrne.run compiles the generation step once for all seeds of an arm and σ.
         key_run, key_test = jax.random.split(jax.random.key(seed))
         result = lrne.run(strategy, task, key_run, generations)
-        history, best = result.history, result.state.best_params
-        seeds.append(
+        # The answer: the top elite of the last generation (re-evaluated every
+        # generation, unlike the best-ever member, which a lucky batch or
+        # episode can freeze).
+        answer = jax.tree.map(lambda x: x[0], result.state.elites)
+        final = lrne.evaluate_best(task, answer, key_test, num_episodes=32)
+        runs.append(
             {
-                "curve": [row["best_fitness"] for row in history],
-                "seconds": [row["seconds"] for row in history],
-                "env_steps": [row.get("env_steps", row.get("tokens", 0)) for row in history],
-                # RL: the best member on 16 fresh episodes; LM: its training fitness.
-                "final": (
-                    lrne.evaluate_best(task, best, key_test, num_episodes=16)
-                    if is_rl
-                    else history[-1]["best_fitness"]
-                ),
+                "seed": seed,
+                # RL: return on 32 fresh episodes; LM: −held-out loss (nats/char).
+                "final": final,
+                "curve": [row["fitness_max"] for row in result.history],
+                "seconds": [row["seconds"] for row in result.history],
+                "env_steps": [row.get("env_steps", row.get("tokens", 0)) for row in result.history],
             }
         )
-        if not is_rl:  # evaluate_best of a language model: minus the held-out loss
-            seeds[-1]["final_eval_loss"] = -lrne.evaluate_best(task, best, key_test)
+    finals = [r["final"] for r in runs]
     window = settings["window"]
-    first = [s for seed in seeds for s in seed["seconds"][1 : 1 + window]]  # [0] compiles
-    last = [s for seed in seeds for s in seed["seconds"][-window:]]
-    steps_first = [s for seed in seeds for s in seed["env_steps"][:window]]
-    steps_last = [s for seed in seeds for s in seed["env_steps"][-window:]]
-    finals = [seed["final"] for seed in seeds]
-    result = {
-        "final_fitness": mean_ci95(finals),
-        "final_fitness_per_seed": finals,
-        "num_params": lrne.count_params(params),
-        "genome_bytes": lrne.genome_bytes(params),
+    last = [s for r in runs for s in r["seconds"][-window:]]
+    first = [s for r in runs for s in r["seconds"][1 : 1 + window]]  # [0] compiles
+    steps_first = [s for r in runs for s in r["env_steps"][:window]]
+    steps_last = [s for r in runs for s in r["env_steps"][-window:]]
+    return {
+        "sigma": sigma,
+        "final": mean_ci95(finals),
+        "final_per_seed": finals,
+        "seeds": list(seeds),
         "seconds_per_generation_first": statistics.fmean(first) if first else None,
         "seconds_per_generation_last": statistics.fmean(last),
         "env_steps_per_generation_first": statistics.fmean(steps_first),
         "env_steps_per_generation_last": statistics.fmean(steps_last),
-        "compile_and_first_generation_s": statistics.fmean(seed["seconds"][0] for seed in seeds),
-        "curve_mean": np.mean([seed["curve"] for seed in seeds], axis=0).tolist(),
-        "curve_ci95": ci95_halfwidth([seed["curve"] for seed in seeds]),
+        "curve_mean": np.mean([r["curve"] for r in runs], axis=0).tolist(),
+        "curve_ci95": ci95_halfwidth([r["curve"] for r in runs]),
     }
-    if not is_rl:
-        result["final_eval_loss"] = mean_ci95([seed["final_eval_loss"] for seed in seeds])
-    return result
 
 
 def ci95_halfwidth(curves: list[list[float]]) -> list[float]:
@@ -142,96 +178,134 @@ def ci95_halfwidth(curves: list[list[float]]) -> list[float]:
     return [mean_ci95(list(c))["ci95"] if len(c) > 1 else 0.0 for c in columns]
 
 
-def plot(task: str, arms: dict, path: Path) -> None:
+def run_task(task_name: str, settings: dict, text: str) -> dict:
+    """Sweep, best-σ and matched-ΔW runs of the three arms on one task."""
+    sigmas, sweep_seeds, final_seeds = (
+        settings["sigmas"],
+        settings["sweep_seeds"],
+        settings["final_seeds"],
+    )
+    out: dict = {"arms": {}, "sweep": {}, "best": {}}
+    for arm in ARMS:
+        task = build(task_name, arm, settings["quick"], text)
+        params = task.init_params(jax.random.key(0))
+        out["arms"][arm] = {
+            "num_params": lrne.count_params(params),
+            "genome_bytes": lrne.genome_bytes(params),
+            "delta_ratio": {str(s): delta_ratio(task, params, s, settings) for s in sigmas},
+        }
+        rows = [run_seeds(task_name, arm, s, sweep_seeds, settings, text) for s in sigmas]
+        out["sweep"][arm] = [
+            {"sigma": r["sigma"], "final": r["final"], "final_per_seed": r["final_per_seed"]}
+            for r in rows
+        ]
+        best = max(rows, key=lambda r: r["final"]["mean"])
+        print(
+            f"{task_name} {arm}: best σ {best['sigma']} ({best['final']['mean']:.3f})", flush=True
+        )
+        out["best"][arm] = run_seeds(task_name, arm, best["sigma"], final_seeds, settings, text)
+    full_sigma = out["best"]["full"]["sigma"]
+    target = out["arms"]["full"]["delta_ratio"][str(full_sigma)]
+    task = build(task_name, "factorized", settings["quick"], text)
+    sigma = matched_sigma(task, task.init_params(jax.random.key(0)), target, settings)
+    out["matched"] = run_seeds(task_name, "factorized", sigma, final_seeds, settings, text)
+    out["matched"]["delta_ratio"] = delta_ratio(
+        task, task.init_params(jax.random.key(0)), sigma, settings
+    )
+    out["matched"]["target_delta_ratio"] = target
+    best = out["best"]
+    for other in ("full", "small"):
+        p = rank_sum_p(best["factorized"]["final_per_seed"], best[other]["final_per_seed"])
+        best["factorized"][f"p_vs_{other}"] = p
+    out["matched"]["p_vs_full"] = rank_sum_p(
+        out["matched"]["final_per_seed"], best["full"]["final_per_seed"]
+    )
+    out["findings"] = findings(task_name, out)
+    return out
+
+
+def plot(task: str, out: dict, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for arm, data in arms.items():
+    curves = {f"{arm} σ={data['sigma']:.3g}": data for arm, data in out["best"].items()}
+    curves[f"factorized, matched ΔW σ={out['matched']['sigma']:.3g}"] = out["matched"]
+    for label, data in curves.items():
         mean, ci = np.asarray(data["curve_mean"]), np.asarray(data["curve_ci95"])
         sign = -1.0 if task == "lm" else 1.0
         x = np.arange(1, len(mean) + 1)
-        ax.plot(x, sign * mean, label=f"{arm} ({data['num_params']:,} params)")
-        ax.fill_between(x, sign * (mean - ci), sign * (mean + ci), alpha=0.25)
+        ax.plot(x, sign * mean, label=label)
+        ax.fill_between(x, sign * (mean - ci), sign * (mean + ci), alpha=0.2)
     ax.set_xlabel("generation")
-    ax.set_ylabel("best training loss (nats/char)" if task == "lm" else "best return")
-    ax.set_title(f"{task}: GA, mean ± 95% CI over seeds")
-    ax.legend(fontsize=8)
+    ax.set_ylabel("best training loss (nats/char)" if task == "lm" else "best training return")
+    ax.set_title(f"{task}: GA at each arm's best σ, mean ± 95% CI")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def findings(tasks: dict) -> dict:
-    """The paper's claims, checked on these numbers (p < 0.05, rank-sum)."""
-    out = {}
-    for task, arms in tasks.items():
-        f = {arm: arms[arm]["final_fitness"]["mean"] for arm in arms}
-        p = {other: arms["factorized"][f"p_vs_{other}"] for other in ("full", "small")}
-        out[task] = {
-            "factorized_ge_full": f["factorized"] >= f["full"],
-            "factorized_gt_full_significant": f["factorized"] > f["full"] and p["full"] < 0.05,
-            "factorized_gt_small_significant": f["factorized"] > f["small"] and p["small"] < 0.05,
-            "full_gt_factorized_significant": f["full"] > f["factorized"] and p["full"] < 0.05,
-            "factorized_less_time_per_generation_last": arms["factorized"][
-                "seconds_per_generation_last"
-            ]
-            < arms["full"]["seconds_per_generation_last"],
-        }
-    return out
+def findings(task: str, out: dict) -> dict:
+    """The paper's claims on one task at fair settings (p < 0.05, rank-sum over 5 seeds)."""
+    best, matched = out["best"], out["matched"]
+    f = {arm: best[arm]["final"]["mean"] for arm in ARMS}
+    significant = lambda p: p < 0.05
+    return {
+        "factorized_ge_full_at_best_sigmas": f["factorized"] >= f["full"],
+        "factorized_gt_full_significant": f["factorized"] > f["full"]
+        and significant(best["factorized"]["p_vs_full"]),
+        "full_gt_factorized_significant": f["full"] > f["factorized"]
+        and significant(best["factorized"]["p_vs_full"]),
+        "full_gt_small": f["full"] > f["small"],
+        "factorized_gt_small_significant": f["factorized"] > f["small"]
+        and significant(best["factorized"]["p_vs_small"]),
+        "factorized_at_matched_delta_ge_full": matched["final"]["mean"] >= f["full"],
+        "factorized_less_time_per_generation_last": best["factorized"][
+            "seconds_per_generation_last"
+        ]
+        < best["full"]["seconds_per_generation_last"],
+        "factorized_fewer_env_steps_per_generation_last": task != "lm"
+        and best["factorized"]["env_steps_per_generation_last"]
+        < best["full"]["env_steps_per_generation_last"],
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", required=True, choices=TASKS)
     parser.add_argument("--quick", action="store_true", help="toy size, for CI")
-    parser.add_argument(
-        "--tasks",
-        nargs="+",
-        choices=TASKS,
-        help="default: all; with --quick, all but space_invaders (its compile is the slowest)",
-    )
-    parser.add_argument("--seeds", type=int, default=None)
     args = parser.parse_args()
     if args.quick:
-        settings = dict(population=8, num_elites=2, seeds=2, window=1)
+        settings = dict(population=8, num_elites=2, window=1, sigmas=(0.01, 0.1))
+        settings |= dict(sweep_seeds=(0,), final_seeds=(10, 11))
         settings["generations"] = dict(lm=3, breakout=3, space_invaders=3, pendulum_pixels=3)
     else:
-        settings = dict(population=64, num_elites=8, seeds=5, window=5)
+        settings = dict(population=64, num_elites=8, window=5, sigmas=SIGMAS)
+        settings |= dict(sweep_seeds=SWEEP_SEEDS, final_seeds=FINAL_SEEDS)
         settings["generations"] = dict(lm=150, breakout=150, space_invaders=60, pendulum_pixels=40)
-    settings |= {"quick": args.quick, "sigma": 0.01}
-    if args.tasks is None:
-        args.tasks = [t for t in TASKS if not (args.quick and t == "space_invaders")]
-    if args.seeds is not None:
-        settings["seeds"] = args.seeds
+    settings["quick"] = args.quick
     text = corpus(args.quick)  # quick: generated, nothing read outside the repository
-
     start = time.perf_counter()
-    tasks: dict = {}
-    for task in args.tasks:
-        tasks[task] = {arm: run_arm(task, arm, settings, text) for arm in ARMS}
-        factorized = tasks[task]["factorized"]["final_fitness_per_seed"]
-        for other in ("full", "small"):
-            p = rank_sum_p(factorized, tasks[task][other]["final_fitness_per_seed"])
-            tasks[task]["factorized"][f"p_vs_{other}"] = p
-        print(f"{task}: done at {time.perf_counter() - start:.0f}s", flush=True)
+    out = run_task(args.task, settings, text)
     result = {
         "machine": machine(),
-        "settings": {k: v for k, v in settings.items()},
-        "tasks": tasks,
-        "findings": findings(tasks),
+        "task": args.task,
+        "settings": settings,
+        **out,
         "wall_seconds": round(time.perf_counter() - start, 1),
-        "note": "final_fitness: LM = −training loss (nats/char) of the best member; RL = "
-        "best member's mean return on 16 fresh episodes. p_vs_*: exact two-sided rank-sum "
-        "test over seeds. seconds_per_generation_first: generations 2..6 (the first "
-        "compiles); last: the final 5.",
+        "note": "final: RL = return of the last generation's top elite on 32 fresh "
+        "episodes; LM = minus its held-out loss (nats/char, 32k characters; fresh training "
+        "batch each generation). p_vs_*: exact two-sided rank-sum test over the 5 final "
+        "seeds. delta_ratio: std(ΔW)/std(W) of one mutation, mean over weight matrices.",
     }
-    name = "paper_a_quick" if args.quick else "paper_a"
+    name = f"paper_a/{args.task}" + ("_quick" if args.quick else "")
+    (RESULTS / "paper_a").mkdir(parents=True, exist_ok=True)
     write(name, result)
     if not args.quick:
-        for task, arms in tasks.items():
-            plot(task, arms, RESULTS / f"paper_a_{task}.png")
+        plot(args.task, out, RESULTS / "paper_a" / f"{args.task}.png")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ PPO runs rejax's defaults (not tuned).
 
 Protocol: each method runs ``--seeds`` seeds of ``--seconds`` each; the first
 seed of a setting includes compiling (reported as ``compile_seconds``). Every
-``--snapshot-seconds`` a copy of the policy (ES: the mean; GA: the best member;
+``--snapshot-seconds`` a copy of the policy (ES: the mean; GA: the top elite;
 PPO: the actor) is kept. Off the clock, every snapshot is scored on 32 fresh
 episodes (the return-vs-wall-clock curve) and the final policy on
 ``--episodes`` fresh episodes (≥ 64), all by one evaluator (:func:`returns`).
@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
 import math
 import time
 from collections.abc import Callable
@@ -156,11 +157,16 @@ def train_lrne(method: str, env_id: str, setting: dict, seed: int, seconds: floa
     task = task_for(env_id, GA_RANK if method == "lrne_ga" else 0)
     strategy = lrne_strategy(method, setting)
     clock = TimeLimit(seconds)
-    snapshots = Snapshots(clock, lambda state: state.best_params, snap)
-    if method == "lrne_es":
-        snapshots.policy = lambda state: state.mean
+    # ES: the mean. GA: the top elite of the latest generation (elites are
+    # re-scored every generation; the best-ever member is the luckiest episode).
+    answer = (lambda s: s.mean) if method == "lrne_es" else (lambda s: _first(s.elites))
+    snapshots = Snapshots(clock, answer, snap)
     lrne.run(strategy, task, jax.random.key(seed), 10**9, callbacks=[clock, snapshots])
     return snapshots.trace, task
+
+
+def _first(tree: Any) -> Any:
+    return jax.tree.map(lambda x: x[0], tree)
 
 
 _OPENES_STEPS: dict = {}
@@ -481,6 +487,12 @@ def main() -> None:
         result["methods"][method] = entry
     name = args.env + ("_quick" if args.quick else "")
     SUITE.mkdir(parents=True, exist_ok=True)
+    path = SUITE / f"{name}.json"
+    if path.exists() and set(args.methods) != set(METHODS):
+        # A rerun of some methods: keep the others' runs from the earlier file.
+        earlier = json.loads(path.read_text())
+        result["methods"] = {**earlier["methods"], **result["methods"]}
+        result["methods"] = {m: result["methods"][m] for m in METHODS if m in result["methods"]}
     write(f"suite/{name}", result)
     if not args.quick:
         plot(args.env, result, SUITE / f"{args.env}.png")
