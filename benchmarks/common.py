@@ -7,6 +7,7 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -138,3 +139,42 @@ def mean_ci95(values: list[float]) -> dict[str, float]:
         return {"mean": mean, "ci95": math.nan}
     quantile = T975.get(len(values) - 1, 1.96)
     return {"mean": mean, "ci95": quantile * statistics.stdev(values) / math.sqrt(len(values))}
+
+
+class PeriodicScore:
+    """A :class:`lrne.Callback` scoring ``answer(state)`` every ``every`` seconds of ``clock``.
+
+    ``score(params) -> scalar`` (jitted here) runs off the clock: its time is
+    added to ``clock.start``. ``rows`` holds (seconds, generation, tokens or env
+    steps so far, score); the last row is taken when the clock runs out.
+    """
+
+    def __init__(self, score: Callable, answer: Callable, clock: Any, every: float) -> None:
+        self.score, self.answer = jax.jit(score), answer
+        self.clock, self.every = clock, every
+        self.rows: list[dict[str, float]] = []
+        self.count = 0
+
+    def on_start(self, generation: int, state: Any) -> None:
+        pass
+
+    def on_end(self, result: Any) -> None:
+        pass
+
+    def on_generation(self, generation: int, row: dict, state: Any) -> None:
+        self.count += int(row.get("tokens", row.get("env_steps", 0)))
+        last = self.rows[-1]["seconds"] if self.rows else -math.inf
+        if self.clock.elapsed - last >= self.every or self.clock.elapsed >= self.clock.seconds:
+            tick = time.perf_counter()
+            value = float(self.score(self.answer(state)))
+            self.rows.append(
+                {
+                    "seconds": round(self.clock.elapsed, 2),
+                    "generation": generation + 1,
+                    "steps": self.count,
+                    "score": value,
+                }
+            )
+            print(f"  {self.clock.elapsed:7.1f} s gen {generation + 1} score {value:.4f}")
+            sys.stdout.flush()
+            self.clock.start += time.perf_counter() - tick  # scoring is off the clock
