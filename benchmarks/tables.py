@@ -314,8 +314,74 @@ def _replace_block(readme: str, name: str, text: str) -> str:
     return f"{head}{start}\n{text}\n{end}{tail}"
 
 
+SUITE_ENVS = (
+    "CartPole-v1",
+    "Acrobot-v1",
+    "Pendulum-v1",
+    "MountainCarContinuous-v0",
+    "Breakout-MinAtar",
+    "SpaceInvaders-MinAtar",
+    "Asterix-MinAtar",
+    "Freeway-MinAtar",
+)
+SUITE_METHODS = {
+    "lrne_es": "lrne low-rank ES",
+    "lrne_ga": "lrne factorized GA",
+    "openes": "evosax Open_ES",
+    "ppo": "rejax PPO",
+}
+
+
+def render_suite() -> str:
+    """The equal-wall-clock suite: env × method, from benchmarks/results/suite/<env>.json."""
+    results = {}
+    for env in SUITE_ENVS:
+        path = ROOT / "benchmarks" / "results" / "suite" / f"{env}.json"
+        if path.exists():
+            results[env] = json.loads(path.read_text())
+    if not results:
+        return "No suite results yet: run `python benchmarks/suite.py --env ENV`."
+    any_result = next(iter(results.values()))
+    minutes = any_result["seconds"] / 60
+    lines = [
+        f"Each method trains for the same wall-clock ({minutes:g} min, compiling included) "
+        f"on the same network ({any_result['network']}), {any_result['seeds']} seeds; the "
+        f"final policy is scored on {any_result['episodes']} fresh episodes (mean over seeds "
+        "± 95% CI over seeds). Time to threshold: median over the seeds that reached it "
+        "(k/n seeds), from snapshots every 10 s scored on 32 episodes. Settings: the best of "
+        "a σ × population sweep for the three evolutionary methods (`sweep` in each JSON); "
+        "rejax PPO defaults.",
+        "",
+        "| env (threshold) | " + " | ".join(SUITE_METHODS.values()) + " |",
+        "| --- | " + " | ".join("---:" for _ in SUITE_METHODS) + " |",
+    ]
+    for env in SUITE_ENVS:
+        if env not in results:
+            lines.append(f"| {env} | " + " | ".join("not run yet" for _ in SUITE_METHODS) + " |")
+            continue
+        result = results[env]
+        cells = []
+        for method in SUITE_METHODS:
+            entry = result["methods"].get(method)
+            if entry is None:
+                cells.append("not run yet")
+                continue
+            final = entry["final_return"]
+            cell = f"{final['mean']:.1f} ± {final['ci95']:.1f}"
+            reached, seeds = entry["seeds_reaching_threshold"], len(entry["runs"])
+            if reached:
+                cell += f"<br>{entry['median_seconds_to_threshold']:.0f} s ({reached}/{seeds})"
+            cell += f"<br>{entry['env_steps'] / 1e6:.1f} M steps"
+            cells.append(cell)
+        lines.append(f"| {env} ({result['threshold']:g}) | " + " | ".join(cells) + " |")
+    machines = sorted({r["machine"] for r in results.values()})
+    lines += ["", f"Machine: {'; '.join(machines)}."]
+    return "\n".join(lines)
+
+
 def updated(readme: str) -> str:
     readme = _replace_block(readme, "bench", render())
+    readme = _replace_block(readme, "suite", render_suite())
     return _replace_block(readme, "paper_a", render_paper_a(_load("paper_a")))
 
 
