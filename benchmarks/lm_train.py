@@ -150,7 +150,10 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--eval-seconds", type=float, default=60.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--set", nargs="*", default=[], help="setting overrides, key=value")
+    parser.add_argument(
+        "--set", nargs="*", default=[], help="setting or MODEL overrides, key=value"
+    )
+    parser.add_argument("--name", help="output name (default lm_train_<method>)")
     parser.add_argument("--text", help="the corpus (full runs: a tiny Shakespeare copy)")
     parser.add_argument("--quick", action="store_true", help="seconds-long run on toy text")
     parser.add_argument("--plot", action="store_true", help="draw lm_train.png from the JSONs")
@@ -160,15 +163,16 @@ def main() -> None:
     if args.method is None:
         parser.error("--method is required unless --plot")
     setting = dict(SETTINGS[args.method])
+    model_kwargs = dict(MODEL)
     for item in args.set:
         name, value = item.split("=", 1)
-        setting[name] = type(setting[name])(value)
+        target = model_kwargs if name in MODEL else setting
+        target[name] = type(target[name])(value)
     text = corpus(args.quick, args.text)
     seconds, every = (args.minutes * 60, args.eval_seconds)
-    model_kwargs = MODEL
     if args.quick:
         seconds, every = 6.0, 2.0
-        model_kwargs = {**MODEL, "num_blocks": 1}
+        model_kwargs["num_blocks"] = 1
         setting = {**setting, "population": 16} if args.method == "es" else setting
     vocab = len(lrne.tasks.LanguageModel.vocabulary(text))
     model = Transformer(vocab_size=vocab, **model_kwargs)
@@ -193,7 +197,7 @@ def main() -> None:
         "curve": curve,
         "sample": PROMPT + sample,
     }
-    write(f"lm_train_{args.method}" + ("_quick" if args.quick else ""), result)
+    write(args.name or f"lm_train_{args.method}" + ("_quick" if args.quick else ""), result)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ Garbus & Pollack 2025, *Low Rank Factorizations are Indirect Encodings for Deep
 Neuroevolution* (arXiv 2504.03037).
 """
 
+from importlib import metadata as _metadata
+
 from lrne import distributed, genome, nn, perturb, strategies, tasks, wrappers
 from lrne.distributed import sharded_generation_step
 from lrne.ensemble import ensemble_predict
@@ -33,7 +35,11 @@ from lrne.strategies import (
     tes,
 )
 
-__version__ = "0.1.0"
+try:
+    # The version is written once, in pyproject.toml; an installed lrne carries it.
+    __version__ = _metadata.version("lrne")
+except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "Callback",

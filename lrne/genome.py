@@ -230,7 +230,7 @@ def evaluation_layout(params: PyTree, thin_kernels: frozenset[str] = frozenset()
     this once per generation. Only typed factor nodes change, which only lrne's
     layers store, and the thin dense kernels whose paths (``'Dense_2/kernel'``)
     are in ``thin_kernels``: those of lrne's own layers, found by tracing the
-    model (:func:`lrne.nn.perturbed.thin_kernels`), which become
+    model (:func:`lrne.nn.layers.thin_kernels`), which become
     :class:`TransposedKernel` (policy heads: measured 16% of a factorized GA
     generation on Breakout). So a stock flax layer never sees the relayout.
     """

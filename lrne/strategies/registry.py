@@ -71,6 +71,7 @@ REGISTRY: dict[str, Callable[..., Strategy]] = {
     "tes": _online(tes),
     "full_es": _online(full_es, truncated=False),
 }
+"""Strategy name -> factory ``(population_size, **overrides) -> Strategy`` with small defaults."""
 
 
 def make(name: str, population_size: int, **overrides: Any) -> Strategy:

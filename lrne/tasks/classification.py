@@ -19,9 +19,10 @@ class Classification(Task):
 
     Args:
         model: flax module mapping one input to logits (applied with vmap).
-        inputs, labels: the selection split (labels: int class ids).
-        eval_inputs, eval_labels: a held-out split for the metrics; default the
-            selection split.
+        inputs: the selection split's inputs.
+        labels: the selection split's labels (int class ids).
+        eval_inputs: a held-out split's inputs for the metrics; default ``inputs``.
+        eval_labels: the held-out split's labels; default ``labels``.
         objective: ``"accuracy"`` or ``"log_likelihood"`` (mean log p(label)).
         ensemble_size: k of the ``ensemble_accuracy`` metric (the top-k members
             by fitness, softmax outputs averaged).

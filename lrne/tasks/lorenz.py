@@ -33,8 +33,11 @@ class Lorenz(Task):
     Args:
         horizon: T, steps per episode.
         dt: Euler step.
-        init_log_a, init_log_r: starting θ (:meth:`init_params`).
-        true_a, true_r, b: the system that produced the target trajectory.
+        init_log_a: starting log a (:meth:`init_params`).
+        init_log_r: starting log r.
+        true_a: a of the system that produced the target trajectory.
+        true_r: r of that system.
+        b: b of both systems.
         initial_state: (x, y, z) at t = 0 for both systems. The issue and the
             papers fix everything else; (1.2, 1.3, 1.6) is lrne's choice.
     """
