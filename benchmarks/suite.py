@@ -19,15 +19,17 @@ sweep (``SWEEP``: σ × population, one seed, ``--sweep-seconds`` each, scored o
 32 fresh episodes); the two ES methods share the same grid and learning rate.
 PPO runs rejax's defaults (not tuned).
 
-Protocol: each method runs ``--seeds`` seeds of ``--seconds`` each; the first
-seed of a setting includes compiling (reported as ``compile_seconds``). Every
-``--snapshot-seconds`` a copy of the policy (ES: the mean; GA: the top elite;
-PPO: the actor) is kept. Off the clock, every snapshot is scored on 32 fresh
-episodes (the return-vs-wall-clock curve) and the final policy on
-``--episodes`` fresh episodes (≥ 64), all by one evaluator (:func:`returns`).
-PPO acts with its policy's mode (argmax / mean), the other methods with their
-deterministic policy. ``seconds_to_threshold``: the first snapshot whose score
-reaches the env's stated threshold.
+Protocol: each method runs ``--seeds`` seeds of ``--seconds`` each; every run
+compiles its own step inside its budget (``compile_seconds``: its first
+generation or PPO chunk, compiling included). At growing gaps (a quarter of
+the time so far, 0.5 s to ``--snapshot-seconds``) a copy of the policy (ES:
+the mean; GA: the top elite of the latest generation; PPO: the actor) is kept.
+Off the clock, every snapshot is scored on 32 fresh episodes (the
+return-vs-wall-clock curve) and the final policy on ``--episodes`` fresh
+episodes (≥ 64), all by one evaluator (:func:`returns`). PPO acts with its
+policy's mode (argmax / mean), the other methods with their deterministic
+policy. ``seconds_to_threshold``: the first snapshot whose score reaches the
+env's stated threshold.
 
 Writes ``benchmarks/results/suite/<env>.json`` and ``<env>.png``.
 
@@ -109,12 +111,15 @@ def policy_network(env_id: str, rank: int = 0) -> lrne.nn.MLP:
 
 @functools.cache
 def task_for(env_id: str, rank: int = 0) -> Gymnax:
-    # Cached, as the strategies are: runs of one setting reuse the runner's compiled step.
     return Gymnax(env_id, policy_network(env_id, rank), ENVS[env_id].episodes_per_member)
 
 
 class Snapshots(lrne.Callback):
-    """Keeps a host copy of ``policy(state)`` every ``interval`` seconds and at the end."""
+    """Keeps a host copy of ``policy(state)`` at growing gaps and at the end.
+
+    The gap after a snapshot at t seconds is 0.25·t, at least 0.5 s and at
+    most ``interval``: dense early, where the fast methods reach a threshold.
+    """
 
     def __init__(self, clock: TimeLimit, policy: Callable[[Any], Any], interval: float) -> None:
         self.clock, self.policy, self.interval = clock, policy, interval
@@ -127,8 +132,9 @@ class Snapshots(lrne.Callback):
             self.trace = self.trace._replace(compile_seconds=row["seconds"])
         self.trace = self.trace._replace(updates=generation + 1)
         last = self.trace.seconds[-1] if self.trace.seconds else 0.0
+        gap = min(self.interval, max(0.5, 0.25 * last))
         done = self.clock.elapsed >= self.clock.seconds
-        if done or self.clock.elapsed - last >= self.interval:
+        if done or self.clock.elapsed - last >= gap:
             self.keep(self.clock.elapsed, state)
 
     def keep(self, elapsed: float, state: Any) -> None:
@@ -138,11 +144,8 @@ class Snapshots(lrne.Callback):
 
 
 def lrne_strategy(method: str, setting: dict) -> lrne.Strategy:
-    return _lrne_strategy(method, float(setting["sigma"]), int(setting["population"]))
-
-
-@functools.cache
-def _lrne_strategy(method: str, sigma: float, population: int) -> lrne.Strategy:
+    """A new strategy object each call: every run compiles its own step (compiling counts)."""
+    sigma, population = float(setting["sigma"]), int(setting["population"])
     if method == "lrne_es":
         return lrne.strategies.make(
             "es_lowrank",
@@ -169,16 +172,10 @@ def _first(tree: Any) -> Any:
     return jax.tree.map(lambda x: x[0], tree)
 
 
-_OPENES_STEPS: dict = {}
-
-
 def openes_step(task: Gymnax, setting: dict):
-    """A jitted evosax Open_ES generation scored by ``task`` (cached per setting)."""
+    """evosax Open_ES and a new jitted generation scored by ``task``."""
     from evosax.algorithms import Open_ES
 
-    cache_key = (id(task), setting["sigma"], setting["population"])
-    if cache_key in _OPENES_STEPS:
-        return _OPENES_STEPS[cache_key]
     solution = task.init_params(jax.random.key(0))
     algorithm = Open_ES(
         population_size=int(setting["population"]),
@@ -195,38 +192,33 @@ def openes_step(task: Gymnax, setting: dict):
         state, _ = algorithm.tell(key_tell, population, -fitness, state, algorithm.default_params)
         return state, metrics["env_steps"]
 
-    _OPENES_STEPS[cache_key] = (algorithm, step)
     return algorithm, step
 
 
-def train_openes(env_id: str, setting: dict, seed: int, seconds: float, snap: float, task=None):
-    task = task or task_for(env_id)
+def train_openes(env_id: str, setting: dict, seed: int, seconds: float, snap: float):
+    task = task_for(env_id)
     algorithm, step = openes_step(task, setting)
     key_params, key_init, key_run = jax.random.split(jax.random.key(seed), 3)
-    start = time.perf_counter()
+    clock = TimeLimit(seconds)
+    clock.on_start(0, None)
     state = algorithm.init(key_init, task.init_params(key_params), algorithm.default_params)
     mean = lambda state: algorithm._unravel_solution(state.mean)
-    return _timed_loop(step, state, key_run, start, seconds, snap, mean), task
+    return _timed_loop(step, state, key_run, Snapshots(clock, mean, snap)), task
 
 
-def _timed_loop(step, state, key, start, seconds, snap, policy) -> Trace:
-    """Call ``step(state, key_g) -> (state, env_steps)`` until ``seconds`` have passed."""
-    trace = Trace([], [], [], math.nan, 0)
-    steps, generation, last = 0, 0, 0.0
+def _timed_loop(step, state, key: jax.Array, snapshots: Snapshots) -> Trace:
+    """Call ``step(state, key_g) -> (state, env_steps)`` until ``snapshots.clock`` runs out,
+    as :func:`lrne.run` would with the same callbacks (the clock started by the caller)."""
+    generation = 0
     while True:
+        tick = time.perf_counter()
         state, env_steps = step(state, jax.random.fold_in(key, generation))
-        steps += int(env_steps)  # blocks: the clock reads finished work
-        elapsed = time.perf_counter() - start
-        if generation == 0:
-            trace = trace._replace(compile_seconds=elapsed)
+        row = {"env_steps": int(env_steps), "seconds": time.perf_counter() - tick}  # blocks
+        stop = snapshots.clock.on_generation(generation, row, state)
+        snapshots.on_generation(generation, row, state)
         generation += 1
-        if elapsed >= seconds or elapsed - last >= snap:
-            last = elapsed
-            trace.seconds.append(elapsed)
-            trace.env_steps.append(steps)
-            trace.policies.append(jax.device_get(policy(state)))
-        if elapsed >= seconds:
-            return trace._replace(updates=generation)
+        if stop:
+            return snapshots.trace
 
 
 class FiveTuple:
@@ -260,43 +252,43 @@ class FiveTuple:
 
 
 PPO_CHUNK = 16_384  # env steps per jitted call (4 PPO iterations of 64 × 64)
-_PPO: dict = {}
 
 
+@functools.cache
 def ppo_algorithm(env_id: str):
+    """rejax PPO with its defaults on ``env_id`` (through :class:`FiveTuple`)."""
     from rejax import PPO
 
-    if env_id not in _PPO:
-        env, params = make_env(env_id)
-        algo = PPO.create(
-            env=FiveTuple(env),
-            env_params=params,
-            agent_kwargs={"hidden_layer_sizes": HIDDEN, "activation": "tanh"},
-            total_timesteps=PPO_CHUNK,
-            eval_freq=PPO_CHUNK,
-            skip_initial_evaluation=True,
-        )
-        # Evaluation happens off the clock, by the shared evaluator.
-        algo = algo.replace(eval_callback=lambda algo, ts, rng: jnp.zeros(()))
-        _PPO[env_id] = (algo, jax.jit(lambda ts: algo.train(train_state=ts)[0]))
-    return _PPO[env_id]
+    env, params = make_env(env_id)
+    algo = PPO.create(
+        env=FiveTuple(env),
+        env_params=params,
+        agent_kwargs={"hidden_layer_sizes": HIDDEN, "activation": "tanh"},
+        total_timesteps=PPO_CHUNK,
+        eval_freq=PPO_CHUNK,
+        skip_initial_evaluation=True,
+    )
+    # Evaluation happens off the clock, by the shared evaluator.
+    return algo.replace(eval_callback=lambda algo, ts, rng: jnp.zeros(()))
 
 
 def train_ppo(env_id: str, seed: int, seconds: float, snap: float) -> Trace:
-    algo, train = ppo_algorithm(env_id)
-    start = time.perf_counter()
+    algo = ppo_algorithm(env_id)
+    train = jax.jit(lambda ts: algo.train(train_state=ts)[0])  # new: this run compiles
+    clock = TimeLimit(seconds)
+    clock.on_start(0, None)
     ts = algo.init_state(jax.random.key(seed))
 
     def step(ts, key):
-        ts = train(ts)
-        return ts, PPO_CHUNK
+        return train(ts), PPO_CHUNK
 
-    return _timed_loop(step, ts, jax.random.key(seed), start, seconds, snap, lambda ts: ts)
+    return _timed_loop(step, ts, jax.random.key(seed), Snapshots(clock, lambda ts: ts, snap))
 
 
+@functools.cache
 def ppo_action(env_id: str) -> Callable[[Any, jax.Array], jax.Array]:
     """The PPO actor's mode: argmax of its logits, or its mean action (clipped)."""
-    algo, _ = ppo_algorithm(env_id)
+    algo = ppo_algorithm(env_id)
 
     def act(ts, obs):
         obs = obs.astype(jnp.float32)[None]
