@@ -20,6 +20,7 @@ from lrne.genome import (
     materialize,
 )
 from lrne.runner import Callback, RunResult, evaluate_best, run
+from lrne.saved import load_run
 from lrne.strategies import (
     ESState,
     GAState,
@@ -64,6 +65,7 @@ __all__ = [
     "generation_step",
     "genome",
     "genome_bytes",
+    "load_run",
     "materialize",
     "metropolis",
     "nn",

@@ -1,115 +1,156 @@
-"""lrne train: bad input fails in one line with exit code 2; a tiny run writes its files."""
+"""lrne train / eval / render / sample: every config in configs/ runs, and its run is used.
 
+The CLI runs in-process (``lrne.cli.main``), so runs of the same config share
+compiled programs; each config runs once, in quick mode, and its run directory
+then serves eval, render, sample and :func:`lrne.load_run`.
+"""
+
+import importlib.util
 import json
-import os
-import subprocess
-import sys
+import tomllib
+from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import orbax.checkpoint as ocp
 import pytest
+from gymnax.visualize.vis_gym import SUPPORTED_GYM_ENVS
+from PIL import Image
 
-from lrne.cli import build, build_parser, main
+import lrne
+import lrne.config as cfg
+from lrne.cli import main
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+# One config per way of drawing (classic control, MinAtar, pixels) and the others
+# (which must refuse): rendering compiles a rollout, so not every config does.
+RENDERED = {
+    "cartpole_ga",
+    "breakout_ga_factorized",
+    "pendulum_pixels_ga_factorized",
+    "lm_tinyshakespeare_ga_factorized",
+    "lorenz_nres",
+}
+TEXT = "ROMEO: to be or not to be, that is the question.\nJULIET: whether 'tis nobler.\n" * 12
+
+
+def run_lrne(capsys, *argv: str) -> tuple[int, str, str]:
+    """``lrne ARGV`` in-process: (exit code, stdout, stderr)."""
+    try:
+        code = main(list(argv))
+    except SystemExit as stop:
+        code = stop.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_help_and_version(capsys):
+    for command in ("eval", "render", "sample"):
+        code, out, _ = run_lrne(capsys, command, "--help")
+        assert code == 0 and "RUN_DIR" in out
+    code, out, _ = run_lrne(capsys, "train", "--help")
+    for option in ["--config", "--set", "--quick", "--resume", "--strategy", "--env", "--sigma"]:
+        assert option in out
+    code, out, _ = run_lrne(capsys, "--version")
+    assert code == 0 and out == f"lrne {lrne.__version__}\n"
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_every_config_runs_and_its_run_is_used(path, tmp_path, capsys):
+    config = cfg.load(path)
+    run = tmp_path / "run"
+    extra = []
+    if config.task.kind == "language_model":  # a text written here, not a download
+        (tmp_path / "text.txt").write_text(TEXT)
+        extra = ["--set", f"task.text={tmp_path / 'text.txt'}"]
+    code, out, err = run_lrne(
+        capsys, "train", "--config", str(path), "--quick", *extra, "--output", str(run)
+    )
+    assert code == 0, err
+
+    # The run directory: its config reads back as the quick config it ran.
+    written = cfg.Config.from_dict(tomllib.loads((run / "config.toml").read_text()), strict=True)
+    assert written.strategy == config.shrink().strategy and written.task.kind == config.task.kind
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [row["generation"] for row in rows] == [0, 1]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_fitness"] == rows[-1]["best_fitness"] and summary["generations"] == 2
+    assert (run / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ocp.StandardCheckpointer().restore(run / "checkpoint")  # the best params, exported
+
+    # lrne.load_run: the final state, its best params (and an ES's mean).
+    saved = lrne.load_run(run)
+    assert saved.generation == 2 and saved.config == written
+    template = saved.task.init_params(jax.random.key(0))
+    assert jax.tree.structure(saved.params) == jax.tree.structure(template)
+    assert (saved.mean is None) == (config.strategy.name in ("ga", "ga_subspace", "metropolis"))
+
+    # lrne eval re-scores them: with no --seed on summary.json's episodes, so the same numbers.
+    code, out, err = run_lrne(capsys, "eval", str(run))
+    assert code == 0, err
+    for name, value in summary["fresh_fitness"].items():
+        assert f"{name} params: {written.task.describe(value, 2)}\n" in out
+
+    # lrne render draws what plays; lrne sample writes what models text; the rest say so.
+    if path.stem in RENDERED:
+        check_render(capsys, config, run, tmp_path / "play.gif")
+    code, out, err = run_lrne(capsys, "sample", str(run), "--prompt", "ROMEO:", "--length", "40")
+    if config.task.kind == "language_model":
+        assert code == 0, err
+        assert out.startswith("ROMEO:") and len(out) == len("ROMEO:") + 40 + 1
+        assert set(out[:-1]) <= set(TEXT)
+        again = run_lrne(capsys, "sample", str(run), "--prompt", "ROMEO:", "--length", "40")
+        assert again[1] == out  # the same seed writes the same text
+        code, _, err = run_lrne(capsys, "sample", str(run), "--prompt", "Zebra")
+        assert code == 2 and "not in the task's vocabulary" in err
+    else:
+        assert code == 2 and err.count("\n") == 1 and "not a language model" in err
+
+
+def check_render(capsys, config: cfg.Config, run: Path, gif: Path) -> None:
+    # A few steps: classic control draws every frame with pygame, at ~50 ms each.
+    code, _, err = run_lrne(capsys, "render", str(run), "--output", str(gif), "--max-steps", "6")
+    if config.task.kind not in ("gymnax", "pixel_pendulum"):
+        assert code == 2 and err.count("\n") == 1 and "nothing to render" in err
+        return
+    classic = getattr(config.task, "env", "") in SUPPORTED_GYM_ENVS
+    if classic and importlib.util.find_spec("pygame") is None:  # gymnasium's renderer
+        assert code == 2 and err.count("\n") == 1 and "pip install pygame" in err
+        return
+    assert code == 0, err
+    with Image.open(gif) as image:
+        assert image.format == "GIF" and image.n_frames >= 2
 
 
 @pytest.mark.parametrize(
-    ("argv", "names"),
+    ("argv", "expected"),
     [
-        (["--env", "NoSuchEnv-v9"], "--env"),
-        (["--population-size", "8", "--num-elites", "8"], "--num-elites"),
-        (["--rank", "-1"], "--rank"),
-        (["--sigma", "0"], "--sigma"),
-        (["--sigma", "-0.5"], "--sigma"),
-        (["--sigma", "lots"], "--sigma"),
-        (["--population-size", "many"], "--population-size"),
-        (["--generations", "0"], "--generations"),
-        (["--hidden", "64,x"], "--hidden"),
-        (["--output", "/proc/forbidden/run"], "--output"),
+        (["eval", "{missing}"], "is not a directory"),
+        (["eval", "{empty}"], "no config.toml"),
+        (["render", "{empty}", "--output", "x.png"], "no config.toml"),
+        (["eval", "{empty}", "--episodes", "0"], "--episodes"),
+        (["sample", "{empty}", "--length", "-1"], "--length"),
+        (["sample", "{empty}", "--temperature", "0"], "--temperature"),
     ],
 )
-def test_bad_input_is_one_line_exit_2(capsys, argv, names):
-    with pytest.raises(SystemExit) as exit_info:
-        main(["train", *argv])
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and names in err and "Traceback" not in err
+def test_a_run_directory_command_fails_in_one_line(tmp_path, capsys, argv, expected):
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(missing=tmp_path / "missing", empty=tmp_path / "empty") for a in argv]
+    code, _, err = run_lrne(capsys, *argv)
+    assert code == 2 and err.count("\n") == 1 and expected in err, err
 
 
-def test_help_explains_every_option(capsys):
-    with pytest.raises(SystemExit):
-        main(["train", "--help"])
-    out = capsys.readouterr().out
-    for option in [
-        "--env",
-        "--population-size",
-        "--num-elites",
-        "--sigma",
-        "--rank",
-        "--hidden",
-        "--generations",
-        "--seed",
-        "--output",
-    ]:
-        assert option in out
+def test_a_run_without_a_checkpoint_fails_in_one_line(tmp_path, capsys):
+    (tmp_path / "config.toml").write_text(cfg.load(None, ["task.kind=lorenz"]).to_toml())
+    code, _, err = run_lrne(capsys, "eval", str(tmp_path))
+    assert code == 2 and "no readable checkpoint" in err and err.count("\n") == 1
 
 
-@pytest.mark.parametrize(("env", "input_ndim"), [("CartPole-v1", 1), ("Breakout-MinAtar", 3)])
-def test_the_policy_takes_one_observation_of_the_env(env, input_ndim):
-    args = build_parser().parse_args(["train", "--env", env])
-    _, task = build(args)
-    assert task.policy.input_ndim == input_ndim
-    params = task.init_params(jax.random.key(0))
-    # One observation gives one action's outputs; a batch of them gives a batch.
-    obs, _ = task.env.reset(jax.random.key(1), task.env_params)
-    assert task.policy.apply(params, obs).shape == (task.num_outputs,)
-    assert task.policy.apply(params, jnp.stack([obs] * 3)).shape == (3, task.num_outputs)
-
-
-def test_tiny_run_writes_metrics_checkpoint_and_plot(tmp_path):
-    out = tmp_path / "run"
-    command = [
-        sys.executable,
-        "-m",
-        "lrne.cli",
-        "train",
-        "--generations",
-        "3",
-        "--population-size",
-        "16",
-        "--num-elites",
-        "2",
-        "--hidden",
-        "16",
-        "--output",
-        str(out),
-    ]
-    # The same run on 2 CPU devices, concurrently: lrne train splits the
-    # population over them by itself and must give the same numbers.
-    out2 = tmp_path / "run2"
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    two = subprocess.Popen(
-        [*command[:-1], str(out2)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "XLA_FLAGS": flags},
-    )
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    log, _ = two.communicate(timeout=300)
-    assert two.returncode == 0, log[-3000:]
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    rows2 = [json.loads(line) for line in (out2 / "metrics.jsonl").read_text().splitlines()]
-    # Timings differ, and so do the slot-steps computed: each device compacts
-    # its own episodes. Everything the run computes is the same.
-    drop = lambda row: {k: v for k, v in row.items() if k not in ("seconds", "env_steps_computed")}
-    assert [drop(r) for r in rows2] == [drop(r) for r in rows]
-    assert json.loads((out2 / "summary.json").read_text())["devices"] == 2
-    assert [row["generation"] for row in rows] == [0, 1, 2]
-    assert {"fitness_mean", "fitness_max", "best_fitness", "env_steps"} <= set(rows[0])
-    assert (out / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    restored = ocp.StandardCheckpointer().restore(out / "checkpoint")
-    assert set(restored["params"]) == {"Dense_0", "Dense_1"}
-    summary = json.loads((out / "summary.json").read_text())
-    assert summary["best_fitness"] == rows[-1]["best_fitness"]
+def test_the_policy_takes_one_observation_of_the_env():
+    for env, input_ndim in [("CartPole-v1", 1), ("Breakout-MinAtar", 3)]:
+        _, task, model = cfg.load(None, [f"task.env={env}"], quick=True).build()
+        assert model.input_ndim == input_ndim
+        params = jax.eval_shape(task.init_params, jax.random.key(0))
+        obs = jax.eval_shape(task.env.reset, jax.random.key(1), task.env_params)[0]
+        assert jax.eval_shape(model.apply, params, obs).shape == (task.num_outputs,)
+        stacked = jax.ShapeDtypeStruct((3, *obs.shape), obs.dtype)
+        assert jax.eval_shape(model.apply, params, stacked).shape == (3, task.num_outputs)

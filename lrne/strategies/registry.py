@@ -74,6 +74,11 @@ REGISTRY: dict[str, Callable[..., Strategy]] = {
 """Strategy name -> factory ``(population_size, **overrides) -> Strategy`` with small defaults."""
 
 
+ONLINE: frozenset[str] = frozenset({"nres", "pes", "tes", "full_es"})
+"""The online ES entries: their factories need ``horizon=task.horizon`` and an
+:class:`~lrne.tasks.Unrollable` task (what a config-driven caller must know)."""
+
+
 def make(name: str, population_size: int, **overrides: Any) -> Strategy:
     """The registered strategy ``name`` with ``population_size`` members per generation."""
     if name not in REGISTRY:

@@ -149,7 +149,9 @@ class LanguageModel(Task):
         windows = held_out[: num_windows * context + 1]
         self.eval_inputs = jnp.asarray(windows[:-1].reshape(num_windows, context))
         self.eval_targets = jnp.asarray(windows[1:].reshape(num_windows, context))
-        out = jax.eval_shape(self.model.apply, self.init_params(jax.random.key(0)), self.inputs)
+        # Shapes only: an eager init of a transformer costs seconds of op-by-op dispatch.
+        forward = lambda: self.model.apply(self.init_params(jax.random.key(0)), self.inputs)
+        out = jax.eval_shape(forward)
         if out.shape != (*self.inputs.shape, self.vocab_size):
             raise ValueError(
                 f"model: outputs shape {out.shape} but the task needs "
