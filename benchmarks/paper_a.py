@@ -95,32 +95,62 @@ FINAL_SEEDS = (10, 11, 12, 13, 14)  # new seeds: the best σ was chosen on the s
 
 
 def weight_leaves(params) -> list:
-    """Materialized 2-D weight matrices (kernels, embeddings) of one member's variables."""
-    dense = lrne.materialize(params)
+    """2-D weight matrices (kernels, embeddings) of one member's variables, A·B formed (numpy)."""
+    dense = jax.tree.map(
+        lambda x: np.asarray(x.A) @ np.asarray(x.B) if isinstance(x, lrne.Factors) else x,
+        params,
+        is_leaf=lambda x: isinstance(x, lrne.Factors),
+    )
     flat = jax.tree_util.tree_flatten_with_path(dense)[0]
-    return [leaf for path, leaf in flat if lrne.genome.is_weight_matrix(path, leaf)]
+    return [np.asarray(leaf) for path, leaf in flat if lrne.genome.is_weight_matrix(path, leaf)]
 
 
-def delta_ratio(task, arm_params, sigma: float, settings: dict) -> float:
-    """Mean over children and weight matrices of std(ΔW) / std(W) for one GA mutation."""
-    strategy = lrne.ga(settings["population"], settings["num_elites"], sigma)
-    state = strategy.init(jax.random.key(1), arm_params)
+def unit_mutations(params, settings: dict) -> list:
+    """The GA's children at σ = 1, as deltas from the parent (numpy), one per child.
+
+    The GA adds ``scale × normal draw`` with scale σ × init std (dense
+    tensors) or √σ × init std (factors), the draw not depending on σ, so a
+    child at any σ is the parent plus the unit delta rescaled (:func:`mutated`).
+    """
+    strategy = lrne.ga(settings["population"], settings["num_elites"], 1.0)
+    state = strategy.init(jax.random.key(1), params)
     population, _ = strategy.ask(jax.random.key(2), state)
-    parent = weight_leaves(arm_params)
+    members = jax.device_get(population.members)
+    parent = jax.device_get(params)
+    return [
+        jax.tree.map(lambda c, p, m=m: c[m] - p, members, parent)
+        for m in range(settings["num_elites"], settings["population"])
+    ]
+
+
+def mutated(params, delta, sigma: float):
+    """``params`` + ``delta`` (a σ = 1 mutation) rescaled to σ: √σ on factors, σ elsewhere."""
+    root = math.sqrt(sigma)
+
+    def scale(p, d):
+        if isinstance(p, lrne.Factors):
+            return lrne.Factors(p.A + root * d.A, p.B + root * d.B)
+        return p + sigma * d
+
+    return jax.tree.map(scale, params, delta, is_leaf=lambda x: isinstance(x, lrne.Factors))
+
+
+def delta_ratio(params, unit: list, sigma: float) -> float:
+    """Mean over children and weight matrices of std(ΔW) / std(W) for one GA mutation."""
+    parent = weight_leaves(jax.device_get(params))
     ratios = []
-    for m in range(settings["num_elites"], population.size):
-        child = weight_leaves(jax.tree.map(lambda x, m=m: x[m], population.members))
-        for w, c in zip(parent, child, strict=True):
-            ratios.append(float(np.std(np.asarray(c) - np.asarray(w)) / np.std(np.asarray(w))))
+    for delta in unit:
+        child = weight_leaves(mutated(jax.device_get(params), delta, sigma))
+        ratios += [float(np.std(c - w) / np.std(w)) for w, c in zip(parent, child, strict=True)]
     return float(np.mean(ratios))
 
 
-def matched_sigma(task, params, target: float, settings: dict) -> float:
-    """σ of the factorized arm whose std(ΔW)/std(W) equals ``target`` (bisection in log σ)."""
+def matched_sigma(params, unit: list, target: float) -> float:
+    """σ whose std(ΔW)/std(W) equals ``target`` (bisection in log σ; the ratio grows with σ)."""
     low, high = math.log(1e-6), math.log(1.0)
-    for _ in range(20):
+    for _ in range(30):
         mid = 0.5 * (low + high)
-        if delta_ratio(task, params, math.exp(mid), settings) < target:
+        if delta_ratio(params, unit, math.exp(mid)) < target:
             low = mid
         else:
             high = mid
@@ -186,13 +216,15 @@ def run_task(task_name: str, settings: dict, text: str) -> dict:
         settings["final_seeds"],
     )
     out: dict = {"arms": {}, "sweep": {}, "best": {}}
+    units = {}
     for arm in ARMS:
         task = build(task_name, arm, settings["quick"], text)
         params = task.init_params(jax.random.key(0))
+        units[arm] = (params, unit_mutations(params, settings))
         out["arms"][arm] = {
             "num_params": lrne.count_params(params),
             "genome_bytes": lrne.genome_bytes(params),
-            "delta_ratio": {str(s): delta_ratio(task, params, s, settings) for s in sigmas},
+            "delta_ratio": {str(s): delta_ratio(*units[arm], s) for s in sigmas},
         }
         rows = [run_seeds(task_name, arm, s, sweep_seeds, settings, text) for s in sigmas]
         out["sweep"][arm] = [
@@ -206,12 +238,9 @@ def run_task(task_name: str, settings: dict, text: str) -> dict:
         out["best"][arm] = run_seeds(task_name, arm, best["sigma"], final_seeds, settings, text)
     full_sigma = out["best"]["full"]["sigma"]
     target = out["arms"]["full"]["delta_ratio"][str(full_sigma)]
-    task = build(task_name, "factorized", settings["quick"], text)
-    sigma = matched_sigma(task, task.init_params(jax.random.key(0)), target, settings)
+    sigma = matched_sigma(*units["factorized"], target)
     out["matched"] = run_seeds(task_name, "factorized", sigma, final_seeds, settings, text)
-    out["matched"]["delta_ratio"] = delta_ratio(
-        task, task.init_params(jax.random.key(0)), sigma, settings
-    )
+    out["matched"]["delta_ratio"] = delta_ratio(*units["factorized"], sigma)
     out["matched"]["target_delta_ratio"] = target
     best = out["best"]
     for other in ("full", "small"):

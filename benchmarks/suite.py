@@ -56,6 +56,7 @@ from common import RESULTS, machine, mean_ci95, write
 import lrne
 from lrne.callbacks import TimeLimit
 from lrne.genome import Population
+from lrne.saved import run_keys
 from lrne.tasks.gymnax import Gymnax, make_env
 
 HIDDEN = (64, 64)
@@ -63,6 +64,7 @@ GA_RANK = 4
 ES_LEARNING_RATE = 0.03
 CURVE_EPISODES = 32
 SUITE = RESULTS / "suite"
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "suite"
 
 
 class EnvSpec(NamedTuple):
@@ -143,28 +145,59 @@ class Snapshots(lrne.Callback):
         self.trace.policies.append(jax.device_get(self.policy(state)))
 
 
-def lrne_strategy(method: str, setting: dict) -> lrne.Strategy:
-    """A new strategy object each call: every run compiles its own step (compiling counts)."""
-    sigma, population = float(setting["sigma"]), int(setting["population"])
+def lrne_config(method: str, env_id: str, setting: dict, seed: int, seconds: float):
+    """The ``lrne train`` config of one lrne run: what ``configs/suite/`` holds.
+
+    ``lrne train --config configs/suite/ENV_METHOD.toml`` runs the same
+    generations (the same key from ``run.seed``, the same strategy, task and
+    network) for the same wall-clock budget.
+    """
+    from lrne.config import Config
+
+    population = int(setting["population"])
+    strategy: dict[str, Any] = {"population_size": population, "sigma": float(setting["sigma"])}
     if method == "lrne_es":
-        return lrne.strategies.make(
-            "es_lowrank",
-            population,
-            sigma=sigma,
-            optimizer=optax.adam(ES_LEARNING_RATE),
-        )
-    return lrne.strategies.make("ga", population, sigma=sigma, num_elites=max(1, population // 8))
+        strategy |= {"name": "es_lowrank", "noise_rank": 1, "optimizer": "adam"}
+        strategy["learning_rate"] = ES_LEARNING_RATE
+    else:
+        strategy |= {"name": "ga", "num_elites": max(1, population // 8)}
+    data = {
+        "run": {
+            "seed": seed,
+            "generations": 10**9,
+            "seconds": seconds,
+            "checkpoint_every": 0,
+            "output": f"runs/suite/{env_id}_{method}",
+        },
+        "strategy": strategy,
+        "task": {
+            "kind": "gymnax",
+            "env": env_id,
+            "num_episodes": ENVS[env_id].episodes_per_member,
+        },
+        "model": {
+            "kind": "mlp",
+            "hidden": list(HIDDEN),
+            "rank": GA_RANK if method == "lrne_ga" else 0,
+            "activation": "tanh",
+        },
+    }
+    return Config.from_dict(data)
 
 
 def train_lrne(method: str, env_id: str, setting: dict, seed: int, seconds: float, snap: float):
-    task = task_for(env_id, GA_RANK if method == "lrne_ga" else 0)
-    strategy = lrne_strategy(method, setting)
+    config = lrne_config(method, env_id, setting, seed, seconds)
+    # The sections' own builders (not Config.build, which caches): new objects,
+    # so every run compiles its own step inside its budget.
+    task, _ = config.task.build(config.model)
+    strategy = config.strategy.build(task)
     clock = TimeLimit(seconds)
     # ES: the mean. GA: the top elite of the latest generation (elites are
     # re-scored every generation; the best-ever member is the luckiest episode).
     answer = (lambda s: s.mean) if method == "lrne_es" else (lambda s: _first(s.elites))
     snapshots = Snapshots(clock, answer, snap)
-    lrne.run(strategy, task, jax.random.key(seed), 10**9, callbacks=[clock, snapshots])
+    key = run_keys(config.run.seed)[0]  # the key `lrne train` derives from the seed
+    lrne.run(strategy, task, key, config.run.generations, callbacks=[clock, snapshots])
     return snapshots.trace, task
 
 
@@ -465,6 +498,13 @@ def main() -> None:
             )
             setting = entry["sweep"]["best"]
         entry["setting"] = setting or "rejax PPO defaults"
+        if method.startswith("lrne") and not args.quick:
+            config = lrne_config(method, args.env, setting, 0, args.seconds)
+            path = CONFIGS / f"{args.env}_{method}.toml"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            header = f"# benchmarks/suite.py --env {args.env}: {method}, the sweep's best setting\n"
+            path.write_text(header + config.to_toml())
+            entry["config"] = str(path.relative_to(CONFIGS.parents[1]))
         runs = []
         for seed in range(args.seeds):
             trace, act = train(method, args.env, setting, seed, args.seconds, args.snapshot_seconds)
