@@ -2,7 +2,8 @@
 
 One dense decoder-only transformer (``MODEL``: width 32, 4 heads, feed-forward
 128, 3 blocks, rotary positions, context 64: the paper_a "full" arm, 40k
-params) on tiny Shakespeare, trained for the same wall-clock (default 30 minutes on this machine, compiling included) by
+params) on tiny Shakespeare, trained for the same wall-clock (default 30
+minutes on this machine, compiling included) by
 
 - ``es``: lrne low-rank ES (registry ``es_lowrank``: rank-1 noise, antithetic
   pairs, centered ranks, Adam on the mean), a fresh batch of windows every
