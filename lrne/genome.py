@@ -17,6 +17,9 @@ value), found with ``isinstance`` or ``is_leaf`` — never by dict keys:
 - :class:`LowRank` ``(U, V)``: a low-rank perturbation δ = Uᵀ·V of a 2-D
   param (m×n), U (r, m), V (r, n), stored rank-major.
 
+Outside genomes, :class:`Local` boxes per-member strategy state (an online
+ES's inner states) that a sharded step keeps split over devices.
+
 This module imports nothing from the rest of lrne.
 """
 
@@ -110,6 +113,24 @@ class Population(NamedTuple):
         """``size`` members from ``start`` (traced start allowed)."""
         take = lambda x: jax.lax.dynamic_slice_in_dim(x, start, size)
         return Population(self.shared, jax.tree.map(take, self.members))
+
+
+class Local(struct.PyTreeNode):
+    """A box for per-member state that stays where its members are evaluated.
+
+    Every leaf of ``value`` has a leading member axis (e.g. an online ES's
+    inner states). Under :func:`lrne.sharded_generation_step` each device keeps
+    only its contiguous part of that axis (:func:`lrne.distributed.replicate`
+    places it so), and the step never gathers it; on one device it is the
+    whole value. Found with ``isinstance``, like the other typed nodes.
+    """
+
+    value: PyTree
+
+
+def is_local(x: Any) -> bool:
+    """``is_leaf`` for tree maps that treat a :class:`Local` box as one unit."""
+    return isinstance(x, Local)
 
 
 def is_node(x: Any) -> bool:

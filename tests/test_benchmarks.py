@@ -25,6 +25,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
             },
         ),
         ("early_exit", {"speedup_compaction", "identical_fraction", "machine"}),
+        # Fresh processes that only compile: the compacted path is in test_gymnax_task.
+        pytest.param("compile_time", {"first_call_s", "warm_s", "machine"}, marks=pytest.mark.slow),
         ("es_memory", {"lrne_es_bytes", "lrne_nres_bytes", "dense_bytes", "machine"}),
         pytest.param(
             "es_throughput",

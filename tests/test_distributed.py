@@ -15,6 +15,9 @@ import lrne
 from lrne.distributed import population_mesh, sharded_generation_step
 from lrne.strategies import REGISTRY
 
+ONLINE = ("nres", "pes", "tes", "full_es")
+POPULATION = 8  # as in SETUP
+
 # The run both scripts share: every registry strategy on a tiny CartPole. These
 # random policies fall within 32 steps at different times, so fitness varies,
 # and the discrete actions make the fitness exact under the float differences
@@ -44,27 +47,49 @@ def leaves(tree):
 """
 
 # One process with 4 CPU devices: every registry strategy on meshes of 1 and 2
-# devices, and the ES with low-rank noise on 4 as well.
+# devices, and the ES with low-rank noise and TES (one particle per device) on 4
+# as well. Also recorded: the rows of Local state (online ES's inner states) each
+# device holds, and the elements of the collectives in the compiled 2-device step.
 SCRIPT = (
     SETUP
     + """
+import re
+from lrne.genome import is_local
+
+def collective_elements(step, state, key):
+    hlo = step.lower(state, key).compile().as_text()
+    total = 0
+    for line in hlo.splitlines():
+        kinds = "all-gather|all-reduce|all-to-all|collective-permute"
+        match = re.search(rf"=\\s+(.+?)\\s+({kinds})", line)
+        for dims in re.findall(r"\\[([\\d,]*)\\]", match.group(1) if match else ""):
+            total += int(np.prod([int(d) for d in dims.split(",") if d]))
+    return total
+
 assert len(jax.devices()) == 4
 out = {}
 for name in sorted(lrne.strategies.REGISTRY):
     strategy, start = build(name)
     for i, x in enumerate(leaves(start)):
         out[f"{name}/start/{i}"] = x
-    for n in (1, 2, 4) if name == "es_lowrank" else (1, 2):
+    for n in (1, 2, 4) if name in ("es_lowrank", "tes") else (1, 2):
         mesh = population_mesh(jax.devices()[:n])
         step = jax.jit(sharded_generation_step(strategy, task, POPULATION, mesh))
         state = lrne.distributed.replicate(start, mesh)
+        if n == 2 and name in ONLINE:
+            out[f"{name}/collective_elements"] = collective_elements(step, state, keys[0])
         history = []
         for k in keys:
             state, metrics = step(state, k)
             history.append([metrics["fitness_mean"], metrics["fitness_max"]])
+        if name in ONLINE:  # the Local inner states come back placed as they went in
+            assert step._cache_size() == 1, name
         out[f"{name}/{n}/fitness"] = np.asarray(history)
         for i, x in enumerate(leaves(state)):
             out[f"{name}/{n}/state/{i}"] = x
+        boxes = [b for b in jax.tree.leaves(state, is_leaf=is_local) if is_local(b)]
+        rows = lambda x: [s.data.shape[0] for s in x.addressable_shards]
+        out[f"{name}/rows{n}"] = np.asarray([rows(x) for b in boxes for x in jax.tree.leaves(b)])
 np.savez(sys.argv[1], **out)
 """
 )
@@ -133,7 +158,7 @@ def test_sharded_runs_are_bit_identical_across_devices_and_processes(tmp_path):
     for name in REGISTRY:
         ones = sorted(k for k in runs if k.startswith(f"{name}/1/"))
         assert len(ones) > 2, name
-        for devices in (2, 4) if name == "es_lowrank" else (2,):
+        for devices in (2, 4) if name in ("es_lowrank", "tes") else (2,):
             for k in ones:
                 other = k.replace("/1/", f"/{devices}/")
                 np.testing.assert_array_equal(runs[other], runs[k], err_msg=other)
@@ -149,6 +174,20 @@ def test_sharded_runs_are_bit_identical_across_devices_and_processes(tmp_path):
             and not np.array_equal(runs[k.replace("/start/", "/1/state/")], runs[k])
             for k in starts
         ), f"{name}: the run left every state leaf unchanged"
+
+    # Online ES keep their inner states split: each of n devices holds 1/n of
+    # every leaf's rows, and only the members' window sums (3 per particle for
+    # TES, which also sums its unperturbed copies) cross devices. Before, every
+    # window all-gathered the inner states (and the per-step rewards).
+    for name in ONLINE:
+        whole = runs[f"{name}/rows1"]
+        assert whole.size and np.all(whole == (POPULATION if name != "tes" else POPULATION // 2))
+        for devices in (2, 4) if name == "tes" else (2,):
+            np.testing.assert_array_equal(
+                runs[f"{name}/rows{devices}"] * devices, whole.repeat(devices, 1)
+            )
+        assert runs[f"{name}/collective_elements"] <= 3 * POPULATION // 2, name
+    assert runs["ga/rows2"].size == 0  # nothing boxed: a GA's state is replicated
 
     single = sorted(
         (k for k in runs if k.startswith("es_lowrank/1/state/")),

@@ -26,7 +26,7 @@ def test_rank4_ga_solves_cartpole():
 
 
 def test_compacted_early_exit_under_scan_tracks_the_best_and_reproduces():
-    # 16 members × 2 episodes: buffers of 32 then 16 slots (lrne.tasks.gymnax.stage_sizes).
+    # 16 members × 2 episodes: two chunks of 16 slots (lrne.tasks.gymnax.chunk_size).
     task = Gymnax("CartPole-v1", MLP((8,), 2), num_episodes=2, max_steps=60, compaction=0.5)
     strategy = lrne.ga(population_size=16, num_elites=2, sigma=0.3)
     state = strategy.init(jax.random.key(0), task.init_params(jax.random.key(1)))

@@ -1,7 +1,5 @@
 """Population rollouts: early exit and compaction change no episode."""
 
-import itertools
-
 import gymnax
 import jax
 import jax.numpy as jnp
@@ -14,7 +12,7 @@ from gymnax.environments import environment, spaces
 import lrne
 from lrne.nn import MLP
 from lrne.tasks import Gymnax
-from lrne.tasks.gymnax import stage_sizes
+from lrne.tasks.gymnax import MIN_CHUNK, NUM_CHUNKS, chunk_size
 
 
 @struct.dataclass
@@ -147,11 +145,11 @@ def test_construction_errors():
         Gymnax("CartPole-v1", MLP((4,), 2), num_episodes=0)
 
 
-def test_stage_sizes_shrink_geometrically():
-    assert stage_sizes(100, None) == [100]
-    sizes = stage_sizes(1024, 0.75)
-    assert sizes[0] == 1024 and sizes[-1] <= 16
-    assert all(b == int(np.ceil(a * 0.75)) for a, b in itertools.pairwise(sizes))
+def test_chunks_cover_the_buffer_in_a_bounded_number_of_pieces():
+    for slots in (1, 7, 16, 40, 256, 1000, 1024, 4096):
+        chunk = chunk_size(slots)
+        assert min(slots, MIN_CHUNK) <= chunk <= slots
+        assert -(-slots // chunk) <= NUM_CHUNKS
 
 
 def test_gymnax_registry_is_what_we_validate_against():

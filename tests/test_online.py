@@ -198,7 +198,7 @@ def test_windows_equal_an_explicit_numpy_reference(name):
         fitness, _, state = evaluate(jax.random.fold_in(key, 1), state, population, TASK)
         np.testing.assert_allclose(fitness, np.concatenate([f_plus, f_minus]), rtol=1e-5)
         inner = np.concatenate([s_plus, s_minus]) if paired else s_plus
-        np.testing.assert_allclose(state.inner, inner, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(state.inner.value, inner, rtol=1e-5, atol=1e-5)
 
         state, metrics = tell(jax.random.fold_in(key, 2), state, population, fitness)
         multiplier = xi if name == "pes" else delta

@@ -64,6 +64,20 @@ class Task:
         """
         return member_keys(key, num_members)
 
+    def local(self, tree: PyTree) -> PyTree:
+        """This program's part of per-member arrays (leading member axis): here all of them.
+
+        A task split over devices (:class:`lrne.distributed.ShardedTask`)
+        returns the contiguous part its device evaluates. Online strategies
+        keep their inner states as such parts and pass the matching part of
+        every per-member input to ``reset`` and ``unroll``.
+        """
+        return tree
+
+    def gather(self, tree: PyTree) -> PyTree:
+        """Per-member arrays from every part, in member order: the inverse of :meth:`local`."""
+        return tree
+
     def evaluate(self, key: jax.Array, population: Population) -> tuple[jax.Array, Metrics]:
         """Fitness (population_size,) and metrics for a population; the template."""
         population = prepare(population, self.thin_kernels)
@@ -95,6 +109,9 @@ class Unrollable(Protocol):
     episode) and return the new inner states and the per-step fitness
     (M, num_steps), higher is better. Members given the same key see the same
     randomness.
+
+    Optional, as on :class:`Task`: ``local(tree)`` and ``gather(tree)``, for a
+    task split over devices (identities when absent).
     """
 
     horizon: int

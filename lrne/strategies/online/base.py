@@ -12,7 +12,10 @@ particles one window of W steps (the truncation length) and updates θ once:
   the antithetic pair [δ; −δ] (2N members over the shared mean).
 - ``evaluate`` (the hook :func:`lrne.generation_step` calls) resets the
   restarted particles' inner states and unrolls W steps with
-  ``task.unroll``; the fitness of a member is its sum over the window.
+  ``task.unroll``; the fitness of a member is its sum over the window. The
+  inner states are boxed in :class:`~lrne.genome.Local`: on a task split over
+  devices each device keeps its members' states and unrolls only those, and
+  only the window sums cross devices.
 - ``tell`` forms ĝ = Σ_i m_i·(F⁺_i − F⁻_i) / (2σ²·n), with m_i what the
   estimator multiplies (δ_i, or PES's accumulated ξ_i) and n the number of
   masked-in (particle, step) pairs, so ĝ estimates ∇ of the Gaussian-smoothed
@@ -49,7 +52,7 @@ import jax.numpy as jnp
 import optax
 
 from lrne import perturb
-from lrne.genome import Metrics, Population, PyTree
+from lrne.genome import Local, Metrics, Population, PyTree
 from lrne.nn.perturbed import PERTURB, prepare
 from lrne.strategies.base import (
     Strategy,
@@ -77,7 +80,8 @@ class OnlineESState(NamedTuple):
             episode began, low-rank leaves as T/W concatenated window factors);
             ``None`` for estimators without one.
         inner: the particles' inner states in the estimator's carried layout
-            (NRES, PES: [s⁺; s⁻], 2N; TES: the N shared states); ``None`` when
+            (NRES, PES: [s⁺; s⁻], 2N; TES: the N shared states), boxed in
+            :class:`~lrne.genome.Local` (``state.inner.value``); ``None`` when
             initialized without a task (an external driver unrolls).
         t: (N,) each particle's step in its current episode.
         steps: steps unrolled per particle so far (the burn-in clock).
@@ -137,8 +141,17 @@ def the_noise(noise: PyTree, memory: PyTree) -> PyTree:
     return noise
 
 
-def unchanged(members: PyTree, inner: PyTree) -> tuple[PyTree, PyTree]:
-    return members, inner
+def unchanged(members: PyTree, carried: PyTree) -> tuple[PyTree, PyTree]:
+    return members, carried
+
+
+def whole(tree: PyTree) -> PyTree:
+    return tree
+
+
+def parts(task: Any) -> tuple[Callable[[PyTree], PyTree], Callable[[PyTree], PyTree]]:
+    """The task's ``(local, gather)`` (:meth:`lrne.tasks.Task.local`); identities if it has none."""
+    return getattr(task, "local", whole), getattr(task, "gather", whole)
 
 
 class Estimator(NamedTuple):
@@ -155,14 +168,23 @@ class Estimator(NamedTuple):
             a window's noise is drawn; ``slot = t // W`` is the window's index
             in its episode, ``restart`` (N,) the particles that restarted.
         carry: ``(N, ...) tree -> carried tree``: how inner states are kept
-            between windows, applied to per-particle trees (fresh states, reset
-            keys, the restart mask). Default :func:`paired`: [s⁺; s⁻].
-        expand: ``(members, inner) -> (members, inner)``: from the population's
-            members (2N: [δ; −δ]) and the carried inner states to what is
-            unrolled; every unrolled copy of particle i shares its key and t.
+            between windows, applied to per-particle trees (fresh states, the
+            reset and unroll keys, the steps t, the restart mask). Default
+            :func:`paired`: [s⁺; s⁻].
+        expand: ``(members, carried) -> (members, carried)``: from the
+            population's members (2N: [δ; −δ]) and trees in the carried layout
+            (the inner states, each copy's key and step t) to what is unrolled;
+            every unrolled copy of particle i shares its key and t.
         collect: ``(inner, fitness) -> (inner, fitness)``: from the unrolled
-            results to the carried inner states and the population's per-step
-            fitness (2N, W).
+            inner states and window fitness sums to the carried inner states
+            and the population's window fitness (2N).
+
+    A task split over devices unrolls contiguous parts of the expanded members
+    on its devices, each with the same part of the carried trees (the inner
+    states never leave their device). So ``carry``, ``expand`` and ``collect``
+    must act particle by particle, keeping a contiguous part of the carried
+    layout aligned with the same part of the unrolled one: [x; x] for both
+    (NRES, PES), or each particle's copies next to each other (TES).
     """
 
     renews: Callable[[jax.Array], jax.Array]
@@ -308,7 +330,7 @@ def online_es(
         if task is not None:
             # typed: a task's fresh states may be weak-typed (gymnax Pendulum's last_u);
             # the step returns them strong, which would retrace it once.
-            inner = typed(task.reset(estimator.carry(particle_keys(key_inner))))
+            inner = Local(typed(task.reset(estimator.carry(particle_keys(key_inner)))))
         return OnlineESState(
             mean=params,
             opt_state=optimizer.init(params["params"]),
@@ -336,18 +358,25 @@ def online_es(
         key: jax.Array, state: OnlineESState, population: Population, task: Any
     ) -> tuple[jax.Array, Metrics, OnlineESState]:
         check_task(task)
+        # The inner states are this program's part (on a task split over
+        # devices, this device's); every other per-member input is whole here,
+        # and `local` takes the matching part of it.
+        local, gather = parts(task)
         key_reset, key_unroll = jax.random.split(jax.random.fold_in(key, state.generation))
         # Both signs of a restarted particle start from the same fresh state (same key).
-        fresh = task.reset(estimator.carry(particle_keys(key_reset)))
-        inner = select(estimator.carry(state.restart), fresh, state.inner)
-        members, inner = estimator.expand(population.members, inner)
-        unrolled = prepare(Population(population.shared, members))
-        copies = unrolled.size // num_particles
+        fresh = task.reset(local(estimator.carry(particle_keys(key_reset))))
+        inner = select(local(estimator.carry(state.restart)), fresh, state.inner.value)
         # Every copy of a particle shares its key: the pair sees the same task noise.
-        keys = jnp.tile(particle_keys(key_unroll), copies)
-        inner, fitness = task.unroll(keys, unrolled, inner, jnp.tile(state.t, copies), window)
-        inner, fitness = estimator.collect(inner, fitness)
-        return jnp.sum(fitness, axis=1), {}, state._replace(inner=inner)
+        carried = (
+            local(estimator.carry(particle_keys(key_unroll))),
+            local(estimator.carry(state.t)),
+        )
+        members, (inner, (keys, t)) = estimator.expand(population.members, (inner, carried))
+        unrolled = prepare(Population(population.shared, local(members)))
+        inner, rewards = task.unroll(keys, unrolled, inner, t, window)
+        # Only the window sums cross devices.
+        inner, fitness = estimator.collect(inner, gather(jnp.sum(rewards, axis=1)))
+        return fitness, {}, state._replace(inner=Local(inner))
 
     def tell(
         key: jax.Array, state: OnlineESState, population: Population, fitness: jax.Array

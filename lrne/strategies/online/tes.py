@@ -7,9 +7,10 @@ particle carries from window to window; ĝ ∝ ε·(F⁺ − F⁻). It ignores h
 shaped the state the window starts from, so where the state carries θ's effect
 it is biased; its variance does not grow with the episode.
 
-Three copies of each particle are unrolled, [unperturbed; +δ; −δ]; the
-unperturbed copy is added by the evaluation hook and is not part of the
-population or its fitness.
+Three copies of each particle are unrolled, [unperturbed, +δ, −δ], next to
+each other (so a device of a split task holds all of a particle's copies with
+its shared state); the unperturbed copy is added by the evaluation hook and is
+not part of the population or its fitness.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import optax
 
 from lrne.genome import PyTree
 from lrne.strategies.base import Strategy
-from lrne.strategies.online.base import Estimator, online_es, stack
+from lrne.strategies.online.base import Estimator, online_es
 from lrne.strategies.online.pes import every_window
 
 
@@ -29,17 +30,24 @@ def shared_state(tree: PyTree) -> PyTree:
     return tree
 
 
-def with_unperturbed_copy(members: PyTree, inner: PyTree) -> tuple[PyTree, PyTree]:
-    """[0; δ; −δ] from [δ; −δ], each copy starting from the particle's shared state."""
-    half = jax.tree.leaves(members)[0].shape[0] // 2
-    zero = jax.tree.map(lambda x: jnp.zeros_like(x[:half]), members)
-    return stack(zero, members), stack(inner, inner, inner)
+def with_unperturbed_copy(members: PyTree, carried: PyTree) -> tuple[PyTree, PyTree]:
+    """[0, δ_i, −δ_i] for each particle i, next to each other, from [δ; −δ]; every copy
+    starts from the particle's shared state (with its key and step)."""
+
+    def copies(x: jax.Array) -> jax.Array:
+        signed = x.reshape((2, -1, *x.shape[1:]))  # (2, N, ...)
+        three = jnp.concatenate([jnp.zeros_like(signed[:1]), signed])  # (3, N, ...)
+        return jnp.moveaxis(three, 0, 1).reshape((-1, *x.shape[1:]))
+
+    return jax.tree.map(copies, members), jax.tree.map(lambda x: jnp.repeat(x, 3, 0), carried)
 
 
 def unperturbed_state(inner: PyTree, fitness: jax.Array) -> tuple[PyTree, jax.Array]:
-    """Carry the unperturbed copy's state; the population's fitness is the signed copies'."""
-    num_particles = fitness.shape[0] // 3
-    return jax.tree.map(lambda x: x[:num_particles], inner), fitness[num_particles:]
+    """Carry the unperturbed copy's state; the population's fitness is the signed
+    copies', as [F⁺; F⁻]."""
+    first = lambda x: x.reshape((-1, 3, *x.shape[1:]))[:, 0]
+    signed = fitness.reshape(-1, 3)[:, 1:].T.reshape(-1)
+    return jax.tree.map(first, inner), signed
 
 
 TES = Estimator(

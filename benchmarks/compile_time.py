@@ -1,0 +1,125 @@
+"""First-call time of one generation: compile + run, as a user's first ``step(state, key)``.
+
+GA (population 256, rank-4 MLP 400→256→256→3) and low-rank ES (population
+1024, dense MLP 400→256→256→3, rank-1 noise) on Breakout-MinAtar, one episode
+per member with early exit, with compaction (the default, 0.75) and with one
+buffer (``compaction=None``). Each measurement runs in a fresh Python process,
+so nothing is cached; the arms are interleaved and each is repeated, medians.
+The second and later calls (``warm_s``) are the generation's cost once
+compiled (random policies on Breakout die within tens of steps, so they are
+short). Target: first call <= 5 s with compaction. Writes
+benchmarks/results/compile_time.json.
+
+    python benchmarks/compile_time.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+from common import machine, median, write
+
+ARMS = {
+    "ga_compaction": ("ga", 0.75),
+    "es_lowrank_compaction": ("es", 0.75),
+    "ga_one_buffer": ("ga", None),
+    "es_lowrank_one_buffer": ("es", None),
+}
+
+
+def sizes(quick: bool) -> dict:
+    if quick:
+        return dict(env="CartPole-v1", hidden=(32, 32), ga=16, es=32, repetitions=1)
+    return dict(env="Breakout-MinAtar", hidden=(256, 256), ga=256, es=1024, repetitions=3)
+
+
+def child(strategy_name: str, compaction: float | None, quick: bool) -> dict:
+    """One fresh process: build, then time the first call and three warm calls."""
+    import jax
+    import optax
+
+    import lrne
+
+    s = sizes(quick)
+    env, env_params = lrne.tasks.make_env(s["env"])
+    obs_ndim = len(env.observation_space(env_params).shape)
+    rank = 4 if strategy_name == "ga" else 0
+    outputs = lrne.tasks.action_size(s["env"])
+    policy = lrne.nn.MLP(s["hidden"], outputs, rank=rank, input_ndim=obs_ndim)
+    task = lrne.tasks.Gymnax(s["env"], policy, compaction=compaction)
+    if strategy_name == "ga":
+        strategy = lrne.ga(s["ga"], s["ga"] // 16, 0.1)
+    else:
+        strategy = lrne.es(s["es"], 0.05, optax.sgd(0.01), noise_rank=1)
+    key = jax.random.key(0)
+    state = strategy.init(key, task.init_params(key))
+    step = jax.jit(lrne.generation_step(strategy, task))
+    tick = time.perf_counter()
+    state, metrics = jax.block_until_ready(step(state, key))
+    first = time.perf_counter() - tick
+    warm = []
+    for k in jax.random.split(jax.random.key(1), 3):
+        tick = time.perf_counter()
+        state, metrics = jax.block_until_ready(step(state, k))
+        warm.append(time.perf_counter() - tick)
+    return {
+        "first_call_s": first,
+        "warm_s": median(warm),
+        "env_steps": int(metrics["env_steps"]),
+        "env_steps_computed": int(metrics["env_steps_computed"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="toy size, for CI")
+    parser.add_argument(
+        "--child", nargs=2, metavar=("STRATEGY", "COMPACTION"), help=argparse.SUPPRESS
+    )
+    args = parser.parse_args()
+    if args.child:
+        name, compaction = args.child
+        compaction = None if compaction == "None" else float(compaction)
+        print(json.dumps(child(name, compaction, args.quick)))
+        return
+
+    s = sizes(args.quick)
+    runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    for _ in range(s["repetitions"]):
+        for arm, (name, compaction) in ARMS.items():
+            command = [sys.executable, __file__, "--child", name, str(compaction)]
+            done = subprocess.run(
+                command + (["--quick"] if args.quick else []),
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            runs[arm].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    result = {
+        "first_call_s": {a: median([r["first_call_s"] for r in rs]) for a, rs in runs.items()},
+        "warm_s": {a: median([r["warm_s"] for r in rs]) for a, rs in runs.items()},
+        "env_steps_computed": {a: rs[-1]["env_steps_computed"] for a, rs in runs.items()},
+        "target_first_call_s": 5.0,
+        "machine": machine(),
+        "setup": {
+            "env": s["env"],
+            "mlp_hidden": list(s["hidden"]),
+            "ga": {"population_size": s["ga"], "rank": 4},
+            "es_lowrank": {"population_size": s["es"], "noise_rank": 1, "rank": 0},
+            "early_exit": True,
+            "compaction": {a: c for a, (_, c) in ARMS.items()},
+            "repetitions": s["repetitions"],
+            "quick": args.quick,
+            "note": "each measurement in a fresh process; medians over repetitions",
+        },
+        "all_first_call_s": {a: [r["first_call_s"] for r in rs] for a, rs in runs.items()},
+    }
+    write("compile_time_quick" if args.quick else "compile_time", result)
+
+
+if __name__ == "__main__":
+    main()
