@@ -41,6 +41,7 @@ from common import RESULTS, PeriodicScore, corpus, machine, write
 import lrne
 from lrne.callbacks import TimeLimit
 from lrne.nn.transformer import Transformer
+from lrne.saved import run_keys
 
 MODEL = {"hidden": 32, "num_heads": 4, "ff": 128, "num_blocks": 3}
 CONTEXT = 64
@@ -81,7 +82,8 @@ def train_es(task, setting: dict, seconds: float, every: float, seed: int):
     )
     clock = TimeLimit(seconds)
     held_out = PeriodicScore(task.eval_loss, lambda state: state.mean, clock, every)
-    result = lrne.run(strategy, task, jax.random.key(seed), 10**9, callbacks=[clock, held_out])
+    key = run_keys(seed)[0]  # as `lrne train` derives it from run.seed
+    result = lrne.run(strategy, task, key, 10**9, callbacks=[clock, held_out])
     first = result.history[0]["seconds"] if result.history else math.nan
     return result.state.mean, held_out.rows, first
 

@@ -26,6 +26,7 @@ from common import PeriodicScore, machine, write
 
 import lrne
 from lrne.callbacks import TimeLimit
+from lrne.saved import run_keys
 
 SETTINGS = {
     "es": {
@@ -100,7 +101,7 @@ def main() -> None:
     result = lrne.run(
         strategy_for(args.method, setting),
         task,
-        jax.random.key(args.seed),
+        run_keys(args.seed)[0],  # as `lrne train` derives it from run.seed
         10**9,
         callbacks=[clock, scores],
     )
