@@ -1,4 +1,4 @@
-"""Run configs: a typed schema of four TOML sections, read with :mod:`tomllib`.
+"""Run configs: a typed schema of four TOML sections, read with ``tomllib``.
 
 ``lrne train --config FILE.toml`` runs any registry strategy on any task. A
 config has four sections; every key has a default, so a file holds only what
@@ -100,7 +100,10 @@ def setting(
     Args:
         default: the value when the key is left out (``None``: not passed on,
             the library's own default applies).
-        at_least, above, at_most, below: the range (each element of a list).
+        at_least: the smallest allowed value (each element of a list).
+        above: values must exceed this.
+        at_most: the largest allowed value.
+        below: values must be less than this.
         choices: the allowed strings, or a function returning them.
         quick: ``--quick`` caps the value (each element of a list) at this.
         fill: ``--quick`` also sets a ``None`` value to ``quick``.
@@ -561,7 +564,7 @@ def _gymnax_envs() -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class GymnaxTask(_RolloutTask):
-    """``kind = "gymnax"``: a gymnax environment by id (:data:`gymnax.registered_envs`)."""
+    """``kind = "gymnax"``: a gymnax environment by id (``gymnax.registered_envs``)."""
 
     kind: str = setting("gymnax", choices=lambda: tuple(TASKS))
     env: str = setting("CartPole-v1", choices=_gymnax_envs)

@@ -79,7 +79,7 @@ class ShardedTask(Task):
     Only valid inside ``jax.shard_map`` over the ``"population"`` axis (which
     :func:`sharded_generation_step` sets up). :meth:`local` takes this
     device's contiguous slice of per-member arrays and :meth:`gather` joins
-    every device's slices. :meth:`evaluate_members` scores this device's
+    every device's slices. ``evaluate_members`` scores this device's
     members and gathers their fitness, so every device ends with the whole
     population's fitness. The template :meth:`~lrne.tasks.Task.evaluate` keys
     member ``m`` by ``fold_in(key, m)`` before the split, so the split does not
