@@ -232,7 +232,9 @@ class Gymnax(Task):
             alive=jnp.ones(total, bool),
         )
 
-        if self.early_exit and self.compaction is not None:
+        # With one chunk (total <= MIN_CHUNK) compaction has nothing to drop:
+        # the single buffer runs the same steps and compiles less.
+        if self.early_exit and self.compaction is not None and chunk_size(total) < total:
             slots, computed = self._run_compacted(population, slots, per_member)
         else:
             # One flat vmap over slots: a nested member × episode vmap defeats the
