@@ -104,18 +104,6 @@ class Trace(NamedTuple):
     updates: int
 
 
-def policy_network(env_id: str, rank: int = 0) -> lrne.nn.MLP:
-    env, params = make_env(env_id)
-    obs_ndim = len(env.observation_space(params).shape)
-    outputs = lrne.tasks.gymnax.action_size(env, params)
-    return lrne.nn.MLP(HIDDEN, outputs, rank=rank, input_ndim=obs_ndim)
-
-
-@functools.cache
-def task_for(env_id: str, rank: int = 0) -> Gymnax:
-    return Gymnax(env_id, policy_network(env_id, rank), ENVS[env_id].episodes_per_member)
-
-
 class Snapshots(lrne.Callback):
     """Keeps a host copy of ``policy(state)`` at growing gaps and at the end.
 
@@ -229,7 +217,9 @@ def openes_step(task: Gymnax, setting: dict):
 
 
 def train_openes(env_id: str, setting: dict, seed: int, seconds: float, snap: float):
-    task = task_for(env_id)
+    # The same task and dense network as lrne_es, from the same config builder.
+    config = lrne_config("lrne_es", env_id, setting, seed, seconds)
+    task, _ = config.task.build(config.model)
     algorithm, step = openes_step(task, setting)
     key_params, key_init, key_run = jax.random.split(jax.random.key(seed), 3)
     clock = TimeLimit(seconds)
