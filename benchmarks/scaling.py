@@ -9,17 +9,35 @@ parameter all-reduce, what data-parallel gradient training exchanges per step:
 the full parameter count × 4 bytes.
 
 On this project's 2-core CPU, 4 devices share 2 cores, so no speedup above 2×
-is possible here; the figures show the overhead of the split, and the bytes
-show what a cluster would carry. Writes benchmarks/results/scaling.json.
+is possible here; these rows show the overhead of the split, and the bytes
+show what a cluster would carry.
 
-    python benchmarks/scaling.py [--quick]
+``--processes``: real scaling on this machine. One process pinned to core 0
+(``taskset -c 0``, one XLA device, one intra-op thread) against two processes
+pinned to cores 0 and 1, one device each, joined by
+``jax.distributed.initialize`` with gloo collectives (the README's multi-host
+recipe). The GA (population 256, rank 4) and low-rank ES (population 256,
+rank-1 noise on the dense network) on Breakout-MinAtar, MLP 400→256→256→3,
+episodes of the full 1000 steps (early exit off, so both halves carry the same
+work). ``two_process_speedup`` = one process's seconds per generation over two
+processes'; ``bit_identical``: the final states agree bit for bit. These rows
+are merged into the same JSON.
+
+Writes benchmarks/results/scaling.json.
+
+    python benchmarks/scaling.py [--quick] [--processes]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (
@@ -28,12 +46,13 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 
 import jax
 import optax
-from common import machine, median, time_interleaved, write
+from common import RESULTS, machine, median, time_interleaved, write
 
 import lrne
 from lrne.distributed import population_mesh, replicate, sharded_generation_step
 
 DEVICES = (1, 2, 4)
+WORKER = Path(__file__).resolve().parent / "scaling_worker.py"
 COLLECTIVE = re.compile(
     r"=\s+(.+?)\s+(all-reduce|all-gather|collective-permute|all-to-all|reduce-scatter)"
     r"(-start)?\("
@@ -63,10 +82,87 @@ def settings(quick: bool) -> dict:
     return dict(width=256, population=256, particles=128, max_steps=500, window=50, reps=7)
 
 
+def process_strategy(name: str, quick: bool):
+    """The multi-process rows' strategy and task (see the module docstring)."""
+    width, population, steps = (16, 16, 50) if quick else (256, 256, 1000)
+    rank = 4 if name == "ga" else 0
+    policy = lrne.nn.MLP((width, width), 3, rank=rank, input_ndim=3)
+    task = lrne.tasks.Gymnax("Breakout-MinAtar", policy, max_steps=steps, early_exit=False)
+    if name == "ga":
+        return lrne.ga(population, population // 16, 0.1), task, population
+    return lrne.es(population, 0.05, optax.adam(0.01), noise_rank=1), task, population
+
+
+def launch(name: str, processes: int, generations: int, quick: bool) -> list[dict]:
+    """``processes`` pinned workers (core i each) for strategy ``name``: their rows."""
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        address = f"localhost:{probe.getsockname()[1]}"
+    flags = "--xla_force_host_platform_device_count=1 --xla_cpu_multi_thread_eigen=false"
+    env = {**os.environ, "XLA_FLAGS": flags, "OMP_NUM_THREADS": "1"}
+    procs = []
+    for i in range(processes):
+        command = ["taskset", "-c", str(i), sys.executable, str(WORKER)]
+        command += [name, "--num-processes", str(processes), "--process-id", str(i)]
+        command += ["--address", address, "--generations", str(generations)]
+        command += ["--quick"] if quick else []
+        procs.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env))
+    rows = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=1800)
+        if proc.returncode:
+            raise SystemExit(f"worker exited {proc.returncode}:\n{out[-3000:]}")
+        line = [x for x in out.splitlines() if x.startswith("RESULT ")][-1]
+        rows.append(json.loads(line[len("RESULT ") :]))
+    return rows
+
+
+def multi_process(quick: bool) -> dict:
+    """One pinned process vs two, per strategy, runs alternated three times."""
+    generations = 3 if quick else 10
+    rows: dict = {}
+    for name in ("ga", "es_lowrank"):
+        one, two = [], []
+        for _ in range(1 if quick else 3):
+            one.append(launch(name, 1, generations, quick)[0])
+            two.append(launch(name, 2, generations, quick))
+        one_s = median([t for r in one for t in r["seconds"]])
+        two_s = median([t for rs in two for t in rs[0]["seconds"]])
+        hashes = {r["state_sha256"] for r in one} | {r["state_sha256"] for rs in two for r in rs}
+        _, task, size = process_strategy(name, quick)
+        rows[name] = {
+            "task": f"Breakout-MinAtar, MLP {task.policy.features}, rank "
+            f"{task.policy.rank}, {task.max_steps} steps, early exit off",
+            "population": size,
+            "one_process_s_per_gen": one_s,
+            "two_process_s_per_gen": two_s,
+            "two_process_speedup": one_s / two_s,
+            "bit_identical": len(hashes) == 1,
+            "first_call_s": {"1": one[0]["first_call_s"], "2": two[0][0]["first_call_s"]},
+        }
+        print(name, {k: v for k, v in rows[name].items() if "s_per" in k or "speedup" in k})
+    return {
+        "setup": "1 process on core 0 vs 2 processes on cores 0 and 1 (taskset), one XLA "
+        "device and one thread each, jax.distributed + gloo; medians over 3 alternated "
+        f"launches x {generations} warm generations",
+        "strategies": rows,
+        "two_process_speedup": {n: r["two_process_speedup"] for n, r in rows.items()},
+        "target_two_process_speedup": 1.8,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="toy size, for CI")
+    parser.add_argument("--processes", action="store_true", help="the multi-process rows")
     args = parser.parse_args()
+    name = "scaling_quick" if args.quick else "scaling"
+    if args.processes:
+        path = RESULTS / f"{name}.json"
+        result = json.loads(path.read_text()) if path.exists() else {"machine": machine()}
+        result["multi_process"] = multi_process(args.quick)
+        result["two_process_speedup"] = result["multi_process"]["two_process_speedup"]
+        return write(name, result)
     s = settings(args.quick)
     if len(jax.devices()) < max(DEVICES):
         raise SystemExit(f"need {max(DEVICES)} devices, have {len(jax.devices())}")
@@ -97,7 +193,8 @@ def main() -> None:
         strategies = {name: strategies[name] for name in ("es_lowrank", "nres")}
     result: dict = {
         "machine": machine(),
-        "devices": f"{len(jax.devices())} XLA CPU devices on {os.cpu_count()} cores",
+        "devices": f"{len(jax.devices())} XLA CPU devices on {os.cpu_count()} cores "
+        "(fake devices sharing the cores: the overhead of the split, not a speedup)",
         "strategies": {},
     }
     for name, (strategy, size, task, online) in strategies.items():
@@ -130,7 +227,13 @@ def main() -> None:
             ),
             "first_call_s": {n: round(v, 2) for n, v in first.items()},
         }
-    write("scaling_quick" if args.quick else "scaling", result)
+    path = RESULTS / f"{name}.json"
+    if path.exists():  # keep the multi-process rows of an earlier --processes run
+        old = json.loads(path.read_text())
+        for key in ("multi_process", "two_process_speedup"):
+            if key in old:
+                result[key] = old[key]
+    write(name, result)
 
 
 if __name__ == "__main__":

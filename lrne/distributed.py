@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lrne.generation import generation_step
 from lrne.genome import Metrics, Population, PyTree, is_local
 from lrne.strategies.base import Strategy
-from lrne.tasks.base import Task
+from lrne.tasks.base import Task, TaskWrapper
 
 AXIS = "population"
 
@@ -73,7 +73,7 @@ def _check_divides(num_members: int, num_devices: int, name: str) -> None:
         )
 
 
-class ShardedTask(Task):
+class ShardedTask(TaskWrapper):
     """``task`` as one device sees it inside the sharded generation step.
 
     Only valid inside ``jax.shard_map`` over the ``"population"`` axis (which
@@ -91,22 +91,8 @@ class ShardedTask(Task):
     """
 
     def __init__(self, task: Task, num_devices: int):
-        self.task = task
+        super().__init__(task)
         self.num_devices = num_devices
-
-    @property
-    def horizon(self) -> int:
-        return self.task.horizon
-
-    @property
-    def thin_kernels(self) -> frozenset[str]:
-        return self.task.thin_kernels
-
-    def init_params(self, key: jax.Array) -> PyTree:
-        return self.task.init_params(key)
-
-    def member_keys(self, key: jax.Array, num_members: int) -> jax.Array:
-        return self.task.member_keys(key, num_members)
 
     def local(self, tree: PyTree) -> PyTree:
         """This device's contiguous part of per-member arrays (leading member axis)."""
@@ -126,20 +112,6 @@ class ShardedTask(Task):
         local = Population(population.shared, self.local(population.members))
         fitness, metrics = self.task.evaluate_members(self.local(keys), local)
         return self.gather(fitness), jax.tree.map(partial(jax.lax.psum, axis_name=AXIS), metrics)
-
-    def population_metrics(self, population: Population, fitness: jax.Array) -> Metrics:
-        return self.task.population_metrics(population, fitness)
-
-    # Online strategies keep their inner states on the device (Local) and pass
-    # this device's part of every per-member input (`local`), so the task's
-    # reset and unroll run unchanged on it.
-    def reset(self, keys: jax.Array) -> PyTree:
-        return self.task.reset(keys)
-
-    def unroll(
-        self, keys: jax.Array, population: Population, inner: PyTree, t: jax.Array, num_steps: int
-    ) -> tuple[PyTree, jax.Array]:
-        return self.task.unroll(keys, population, inner, t, num_steps)
 
 
 def sharded_generation_step(

@@ -1,7 +1,8 @@
 """The parts the results benchmarks rest on, against explicit references.
 
 The suite's gymnax adapter for rejax and its shared evaluator, paper_a's
-measured mutation size and matched σ, and lm_train's reference entropies.
+measured mutation size and matched σ, lm_train's reference entropies, and the
+floor's env-only and forward-only loops.
 """
 
 import math
@@ -15,6 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
+import floor
 import lm_train
 import paper_a
 import suite
@@ -90,3 +92,26 @@ def test_reference_entropies_match_closed_forms():
     assert h["unigram"] == pytest.approx(math.log(2), rel=1e-3)
     # add-one smoothing over 2 symbols: P(b|a) = (449 + 1) / (449 + 2)
     assert h["bigram"] == pytest.approx(-math.log(450 / 451), rel=0.05)
+
+
+def test_floor_parts_step_the_envs_and_run_the_forward_they_say():
+    task = floor.task_for("CartPole-v1", (8,), 6, 0)
+    size, key = 3, jax.random.key(4)
+    # env only: every episode takes action 0 until it ends or 6 steps pass.
+    start = floor.slots(task, key, size)
+    total = 0.0
+    for i in range(size):
+        state = jax.tree.map(lambda x, i=i: x[i], start.env_state)
+        for t in range(6):
+            k = jax.random.fold_in(start.step_key[i], t)
+            _, state, reward, done, *_ = task.env.step_env(k, state, 0, task.env_params)
+            total += float(reward)
+            if done:
+                break
+    got = floor.env_only(task, size)(jnp.zeros(()), key)
+    assert float(got) == pytest.approx(total) and 0 < total <= size * 6
+    # forward only: the shared policy's actions on the shifted observations.
+    params = task.init_params(jax.random.key(0))
+    obs = start.obs.astype(jnp.float32)
+    want = sum(int(task.action(params, o + t)) for t in range(6) for o in obs)
+    assert int(floor.forward_only(task, params, size)(jnp.zeros((), jnp.int32), key)) == want

@@ -28,6 +28,11 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
         # Fresh processes that only compile: the compacted path is in test_gymnax_task.
         pytest.param("compile_time", {"first_call_s", "warm_s", "machine"}, marks=pytest.mark.slow),
         ("es_memory", {"lrne_es_bytes", "lrne_nres_bytes", "dense_bytes", "machine"}),
+        ("hyperscale", {"peak_rss_gib", "generation_s", "dense_population_bytes", "machine"}),
+        # Its env-only and forward-only loops: test_benchmark_parts; the generation: test_ga.
+        pytest.param(
+            "floor", {"ga_over_floor", "es_over_floor", "machine"}, marks=pytest.mark.slow
+        ),
         pytest.param(
             "es_throughput",
             {

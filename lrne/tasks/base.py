@@ -121,3 +121,43 @@ class Unrollable(Protocol):
     def unroll(
         self, keys: jax.Array, population: Population, inner: PyTree, t: jax.Array, num_steps: int
     ) -> tuple[PyTree, jax.Array]: ...
+
+
+class TaskWrapper(Task):
+    """``task`` with some hooks replaced: every hook a subclass does not override,
+    and any other attribute (``eval_loss``, ``horizon``...), is ``task``'s."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+
+    def __getattr__(self, name: str):
+        if name == "task":  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.task, name)
+
+    @property
+    def thin_kernels(self) -> frozenset[str]:
+        return self.task.thin_kernels
+
+    def init_params(self, key: jax.Array) -> PyTree:
+        return self.task.init_params(key)
+
+    def evaluate_members(
+        self, keys: jax.Array, population: Population
+    ) -> tuple[jax.Array, Metrics]:
+        return self.task.evaluate_members(keys, population)
+
+    def population_metrics(self, population: Population, fitness: jax.Array) -> Metrics:
+        return self.task.population_metrics(population, fitness)
+
+    def member_keys(self, key: jax.Array, num_members: int) -> jax.Array:
+        return self.task.member_keys(key, num_members)
+
+    def local(self, tree: PyTree) -> PyTree:
+        return self.task.local(tree)
+
+    def gather(self, tree: PyTree) -> PyTree:
+        return self.task.gather(tree)
+
+    def fresh_fitness(self, key: jax.Array, params: PyTree, num_episodes: int = 32) -> jax.Array:
+        return self.task.fresh_fitness(key, params, num_episodes)

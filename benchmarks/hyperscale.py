@@ -1,0 +1,96 @@
+"""A hyperscale population: one low-rank ES generation of 262,144 members on this machine.
+
+EGGROLL (*Evolution Strategies at the Hyperscale*, arXiv 2511.16652) evaluates
+populations of 2^18 members because a rank-r perturbation of an m×n weight
+is r·(m+n) numbers, not m·n. Here: an MLP 1000→1000→10 (1,011,010 params),
+rank-1 noise on both weights (dense noise on the biases), antithetic pairs,
+scored on a fixed batch of 16 inputs labelled by a random teacher network
+(fitness: mean log-likelihood). The members are scored ``--chunk`` at a time
+(:class:`lrne.tasks.Chunked`, one ``lax.map``), so the live activations are
+one chunk's. Reported: the first generation (compiling included), the warm
+generation time, the peak resident memory of the process (``ru_maxrss``),
+and the bytes a dense population × params float32 array would need.
+Writes ``benchmarks/results/hyperscale.json``.
+
+    python benchmarks/hyperscale.py [--quick] [--population 262144] [--chunk 8192]
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import jax
+import optax
+from common import machine, write
+
+import lrne
+
+WIDTH, CLASSES, BATCH = 1000, 10, 16
+
+
+def build(width: int, population: int, chunk: int):
+    key_x, key_teacher, key_init = jax.random.split(jax.random.key(0), 3)
+    model = lrne.nn.MLP((width,), CLASSES)
+    inputs = jax.random.normal(key_x, (BATCH, width))
+    teacher = model.init(key_teacher, inputs[0])
+    labels = jax.vmap(lambda x: model.apply(teacher, x).argmax())(inputs)
+    task = lrne.tasks.Classification(model, inputs, labels, objective="log_likelihood")
+    strategy = lrne.es(population, 0.01, optax.adam(1e-3), noise_rank=1)
+    params = task.init_params(key_init)
+    state = strategy.init(jax.random.key(1), params)
+    step = jax.jit(lrne.generation_step(strategy, lrne.tasks.Chunked(task, chunk)))
+    return step, state, lrne.count_params(params)
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="toy size, for CI")
+    parser.add_argument("--population", type=int, default=262_144)
+    parser.add_argument("--chunk", type=int, default=8192)
+    parser.add_argument("--generations", type=int, default=3)
+    args = parser.parse_args()
+    width, population, chunk = (64, 256, 64) if args.quick else (WIDTH, args.population, args.chunk)
+    step, state, num_params = build(width, population, chunk)
+    seconds, fitness = [], []
+    for g in range(args.generations):
+        tick = time.perf_counter()
+        state, metrics = jax.block_until_ready(step(state, jax.random.key(10 + g)))
+        seconds.append(time.perf_counter() - tick)
+        fitness.append(float(metrics["fitness_mean"]))
+        print(f"generation {g}: {seconds[-1]:.1f} s, mean fitness {fitness[-1]:.4f}", flush=True)
+    peak = peak_rss_bytes()
+    dense = population * num_params * 4
+    result = {
+        "population_size": population,
+        "num_params": num_params,
+        "chunk_size": chunk,
+        "first_generation_s": seconds[0],
+        "generation_s": min(seconds[1:]) if len(seconds) > 1 else None,
+        "all_generation_s": seconds,
+        "fitness_mean": fitness,
+        "peak_rss_bytes": peak,
+        "peak_rss_gib": peak / 2**30,
+        "dense_population_bytes": dense,
+        "dense_population_tib": dense / 2**40,
+        "target_peak_rss_gib": 8,
+        "machine": machine(),
+        "setup": {
+            "mlp": [width, width, CLASSES],
+            "noise_rank": 1,
+            "antithetic": True,
+            "batch": BATCH,
+            "objective": "log_likelihood of a random teacher's labels",
+            "quick": args.quick,
+        },
+    }
+    write("hyperscale_quick" if args.quick else "hyperscale", result)
+
+
+if __name__ == "__main__":
+    main()
