@@ -16,6 +16,8 @@ value), found with ``isinstance`` or ``is_leaf`` — never by dict keys:
   :class:`Factors`.
 - :class:`LowRank` ``(U, V)``: a low-rank perturbation δ = Uᵀ·V of a 2-D
   param (m×n), U (r, m), V (r, n), stored rank-major.
+- :class:`Drawn` ``(key, sign)``: a population's perturbations before they are
+  drawn, a key and a sign per member (:func:`lrne.perturb.draw` draws them).
 
 Outside genomes, :class:`Local` boxes per-member strategy state (an online
 ES's inner states) that a sharded step keeps split over devices.
@@ -85,6 +87,23 @@ class LowRank(struct.PyTreeNode):
 
     def __neg__(self) -> LowRank:
         return LowRank(-self.U, self.V)
+
+
+class Drawn(struct.PyTreeNode):
+    """A population's perturbations, not yet drawn: member i's δ is
+    ``sign[i] · lrne.perturb.sample(key[i], params, sigma, noise_rank)``.
+
+    EGGROLL (arXiv 2511.16652) regenerates noise from seeds instead of storing
+    it. A population that carries :class:`Drawn` holds a key and a sign per
+    member; its perturbations are drawn where they are used
+    (:func:`lrne.perturb.draw`): chunk by chunk under
+    :class:`lrne.tasks.Chunked`, and again for the update.
+    """
+
+    key: Array  # (P,) typed keys; antithetic pairs share one
+    sign: Array  # (P,) +1.0 or -1.0
+    sigma: float = struct.field(pytree_node=False)
+    noise_rank: int = struct.field(pytree_node=False)
 
 
 class Population(NamedTuple):

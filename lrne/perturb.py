@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lrne.genome import LowRank, PyTree, is_weight_matrix
+from lrne.genome import Drawn, LowRank, PyTree, is_weight_matrix
 
 
 def is_lowrank(node: Any) -> bool:
@@ -53,6 +53,27 @@ def sample(key: jax.Array, params: PyTree, sigma: float, noise_rank: int) -> PyT
         else:
             out.append(sigma * jax.random.normal(k, leaf.shape, leaf.dtype))
     return jax.tree.unflatten(treedef, out)
+
+
+def draw(perturbations: PyTree, params: PyTree) -> PyTree:
+    """The perturbations (leading member axis) of ``params`` that a :class:`~lrne.genome.Drawn`
+    stands for; anything else is returned as it is.
+
+    Member i gets ``sign[i] · sample(key[i], params, sigma, noise_rank)``, bit for
+    bit the δ (or its negation, U negated for a low-rank one) that the same key
+    gives when drawn up front.
+    """
+    if not isinstance(perturbations, Drawn):
+        return perturbations
+    d = perturbations
+    delta = jax.vmap(lambda k: sample(k, params, d.sigma, d.noise_rank))(d.key)
+
+    def signed(node: Any) -> Any:
+        x = node.U if is_lowrank(node) else node
+        x = x * d.sign.astype(x.dtype).reshape(-1, *([1] * (x.ndim - 1)))
+        return LowRank(x, node.V) if is_lowrank(node) else x
+
+    return jax.tree.map(signed, delta, is_leaf=is_lowrank)
 
 
 def negate(perturbation: PyTree) -> PyTree:

@@ -62,3 +62,39 @@ def test_chunk_size_is_checked_and_the_task_shows_through():
         ValueError, match=r"population \(4 members\) must be a multiple of chunk_size \(3\)"
     ):
         chunked.evaluate(jax.random.key(1), population)
+
+
+def test_noise_drawn_per_chunk_gives_the_stored_noise_run_bit_for_bit():
+    """lrne.es(store_noise=False): members carry keys and signs; the draws are the same."""
+    task = _classification()
+    params = task.init_params(jax.random.key(3))
+    keys = jax.random.split(jax.random.key(4), 3)
+    runs = {}
+    for store in (True, False):
+        strategy = lrne.es(16, 0.1, optax.adam(0.05), noise_rank=1, store_noise=store)
+        population, _ = strategy.ask(keys[0], strategy.init(jax.random.key(2), params))
+        members = population.members["perturb"]
+        assert isinstance(members, lrne.genome.Drawn) == (not store)
+        step = jax.jit(lrne.generation_step(strategy, task if store else Chunked(task, 4)))
+        state = strategy.init(jax.random.key(2), params)
+        for k in keys:
+            state, metrics = step(state, k)
+        scanned, _ = jax.lax.scan(step, strategy.init(jax.random.key(2), params), keys)
+        runs[store] = (state, metrics, scanned)
+        assert step._cache_size() == 1
+    (stored, stored_metrics, _), (drawn, drawn_metrics, drawn_scan) = runs[True], runs[False]
+    for name in ("fitness_mean", "fitness_max", "best_fitness"):
+        np.testing.assert_array_equal(drawn_metrics[name], stored_metrics[name], err_msg=name)
+    for tree in (drawn, drawn_scan):
+        jax.tree.map(
+            lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7),
+            (tree.mean, tree.best_params),
+            (stored.mean, stored.best_params),
+        )
+    moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), stored.mean, params)
+    assert max(jax.tree.leaves(moved)) > 0
+
+
+def test_store_noise_false_needs_full_density():
+    with pytest.raises(ValueError, match="store_noise=False needs density=1"):
+        lrne.es(8, 0.1, optax.sgd(0.1), density=0.5, store_noise=False)

@@ -191,6 +191,7 @@ def member_variables(shared: PyTree, member: PyTree) -> PyTree:
 def prepare(population: Population, thin_kernels: frozenset[str] = frozenset()) -> Population:
     """The population in evaluation form, computed once per generation.
 
+    Perturbations not yet drawn (:class:`lrne.genome.Drawn`) are drawn first.
     Dense perturbations are folded into per-member params (only the leaves
     they touch carry a member axis; the rest stay shared, ``None`` in the
     member's tree), low-rank ones stay factors, and per-member factorized
@@ -201,7 +202,7 @@ def prepare(population: Population, thin_kernels: frozenset[str] = frozenset()) 
     """
     shared, members = population
     if PERTURB in members and "params" in shared:
-        dense, lowrank = perturb.split(members[PERTURB])
+        dense, lowrank = perturb.split(perturb.draw(members[PERTURB], shared["params"]))
         add = lambda p, d: None if d is None else p + d
         folded = jax.tree.map(
             lambda d, p: add(p, d), dense, shared["params"], is_leaf=lambda x: x is None

@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import optax
 
 from lrne import perturb
-from lrne.genome import Metrics, Population, PyTree
+from lrne.genome import Drawn, Metrics, Population, PyTree
 from lrne.nn.perturbed import PERTURB
 from lrne.strategies.base import (
     Strategy,
@@ -62,6 +62,7 @@ def es(
     fitness_shaping: Callable[[jax.Array], jax.Array] = centered_rank,
     density: float = 1.0,
     mask: str = "dynamic",
+    store_noise: bool = True,
 ) -> Strategy:
     """OpenAI-ES over the ``params`` collection of a flax variables dict.
 
@@ -79,6 +80,12 @@ def es(
             by ``density`` so it stays unbiased.
         mask: ``"dynamic"`` (fresh subspace every generation) or ``"static"``
             (draw j keeps one subspace for the whole run).
+        store_noise: ``False``: the population's members carry a key and a
+            sign each (:class:`lrne.genome.Drawn`), and their perturbations are
+            drawn where they are used: chunk by chunk when the task is
+            :class:`lrne.tasks.Chunked`, and again in ``tell``. For populations
+            whose noise would not fit in memory (hundreds of thousands of
+            members); the same draws, bit for bit. Needs ``density=1``.
 
     Returns:
         A :class:`~lrne.strategies.base.Strategy` with :class:`ESState`.
@@ -97,6 +104,8 @@ def es(
             "(a subset of entries of a low-rank δ is not low rank)"
         )
     check_optimizer(optimizer)
+    if not store_noise and density < 1:
+        raise ValueError("store_noise=False needs density=1 (masks are drawn up front)")
     num_draws = population_size // 2 if antithetic else population_size
 
     static = density < 1 and mask == "static"
@@ -117,6 +126,12 @@ def es(
     def ask(key: jax.Array, state: ESState) -> tuple[Population, ESState]:
         key = jax.random.fold_in(key, state.generation)
         keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_draws))
+        if not store_noise:
+            signs = jnp.ones(num_draws)
+            if antithetic:
+                keys, signs = jnp.concatenate([keys, keys]), jnp.concatenate([signs, -signs])
+            drawn = Drawn(keys, signs, sigma, noise_rank)
+            return Population(shared=state.mean, members={PERTURB: drawn}), state
         draw = lambda k: perturb.sample(k, state.mean["params"], sigma, noise_rank)
         delta = jax.vmap(draw)(keys)
         if density < 1:
@@ -141,10 +156,16 @@ def es(
             draws = jax.tree.map(lambda x: x[:num_draws], delta)
         else:
             draws = delta
+        draws = perturb.draw(draws, state.mean["params"])
         scale = 1.0 / (population_size * sigma**2 * density)
         ascent = jax.tree.map(lambda g: scale * g, perturb.weighted_sum(weights, draws))
         descent = jax.tree.map(jnp.negative, ascent)
         mean_params = state.mean["params"]
+
+        def member_delta(i: jax.Array) -> PyTree:
+            one = perturb.draw(jax.tree.map(lambda x: x[i][None], delta), mean_params)
+            return jax.tree.map(lambda x: x[0], one)
+
         updates, opt_state = optimizer.update(descent, state.opt_state, mean_params)
         new_params = optax.apply_updates(mean_params, updates)
 
@@ -152,10 +173,7 @@ def es(
             state.best_params,
             state.best_fitness,
             fitness,
-            lambda i: {
-                **state.mean,
-                "params": perturb.apply(mean_params, jax.tree.map(lambda x: x[i], delta)),
-            },
+            lambda i: {**state.mean, "params": perturb.apply(mean_params, member_delta(i))},
         )
         state = ESState(
             mean={**state.mean, "params": new_params},

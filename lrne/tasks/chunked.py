@@ -7,13 +7,21 @@ every member at once are not: :class:`Chunked` runs the task's
 ``evaluate_members`` on ``chunk_size`` members at a time inside one
 ``lax.map``, so the live activations are those of one chunk. Each member is
 scored exactly as it would be unchunked (its own key, its own perturbation).
+
+A population whose perturbations are not yet drawn (:class:`lrne.genome.Drawn`,
+``lrne.es(..., store_noise=False)``) is put in evaluation form chunk by chunk
+too, so its noise is drawn one chunk at a time: nothing population-sized
+exists but the keys, the signs and the fitness.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import jax
 
-from lrne.genome import Metrics, Population
+from lrne.genome import Metrics, Population, PyTree
+from lrne.nn.perturbed import prepare
 from lrne.tasks.base import Task, TaskWrapper
 
 
@@ -26,6 +34,8 @@ class Chunked(TaskWrapper):
             multiple of it. A population of one chunk is scored directly.
 
     Per-member metrics (summable by the task contract) are summed over chunks.
+    The task's ``population_metrics`` see the whole population in evaluation
+    form: one that reads members (Classification's ensemble) draws them all.
     """
 
     def __init__(self, task: Task, chunk_size: int) -> None:
@@ -34,22 +44,39 @@ class Chunked(TaskWrapper):
         super().__init__(task)
         self.chunk_size = chunk_size
 
-    def evaluate_members(
-        self, keys: jax.Array, population: Population
+    def _map(
+        self,
+        score: Callable[[jax.Array, Population], tuple[jax.Array, Metrics]],
+        keys: jax.Array,
+        population: Population,
     ) -> tuple[jax.Array, Metrics]:
+        """``score`` on each chunk of (keys, members) in turn; fitness joined, metrics summed."""
         num_members, size = keys.shape[0], self.chunk_size
         if num_members % size:
             raise ValueError(
                 f"the population ({num_members} members) must be a multiple of chunk_size ({size})"
             )
         if num_members == size:
-            return self.task.evaluate_members(keys, population)
+            return score(keys, population)
         split = lambda x: x.reshape(num_members // size, size, *x.shape[1:])
 
-        def chunk(args: tuple) -> tuple[jax.Array, Metrics]:
+        def chunk(args: tuple[jax.Array, PyTree]) -> tuple[jax.Array, Metrics]:
             chunk_keys, members = args
-            return self.task.evaluate_members(chunk_keys, Population(population.shared, members))
+            return score(chunk_keys, Population(population.shared, members))
 
         chunks = (split(keys), jax.tree.map(split, population.members))
         fitness, metrics = jax.lax.map(chunk, chunks)
         return fitness.reshape(num_members), jax.tree.map(lambda m: m.sum(axis=0), metrics)
+
+    def evaluate_members(
+        self, keys: jax.Array, population: Population
+    ) -> tuple[jax.Array, Metrics]:
+        return self._map(self.task.evaluate_members, keys, population)
+
+    def evaluate(self, key: jax.Array, population: Population) -> tuple[jax.Array, Metrics]:
+        """The template of :meth:`lrne.tasks.Task.evaluate`, evaluation form taken per chunk."""
+        score = lambda k, part: self.task.evaluate_members(k, prepare(part, self.thin_kernels))
+        keys = self.member_keys(key, population.size)
+        fitness, metrics = self._map(score, keys, population)
+        whole = prepare(population, self.thin_kernels)
+        return fitness, {**metrics, **self.task.population_metrics(whole, fitness)}
