@@ -7,8 +7,10 @@ buffer (``compaction=None``). Each measurement runs in a fresh Python process,
 so nothing is cached; the arms are interleaved and each is repeated, medians.
 The second and later calls (``warm_s``) are the generation's cost once
 compiled (random policies on Breakout die within tens of steps, so they are
-short). Target: first call <= 5 s with compaction. Writes
-benchmarks/results/compile_time.json.
+short). Target: first call <= 5 s with compaction. Also timed: the default
+``lrne train`` (no arguments: the quick CartPole GA), wall-clock of the whole
+command in a fresh process, imports and compiling included
+(``lrne_train_wall_s``). Writes benchmarks/results/compile_time.json.
 
     python benchmarks/compile_time.py [--quick]
 """
@@ -19,7 +21,9 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from common import machine, median, write
 
@@ -74,6 +78,15 @@ def child(strategy_name: str, compaction: float | None, quick: bool) -> dict:
     }
 
 
+def lrne_train_wall_s() -> float:
+    """Seconds of ``lrne train`` with no arguments, run as a newcomer runs it."""
+    lrne = Path(sys.executable).with_name("lrne")
+    with tempfile.TemporaryDirectory() as out:
+        tick = time.perf_counter()
+        subprocess.run([str(lrne), "train", "--output", out], capture_output=True, check=True)
+        return time.perf_counter() - tick
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="toy size, for CI")
@@ -89,7 +102,9 @@ def main() -> None:
 
     s = sizes(args.quick)
     runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    train_wall = []
     for _ in range(s["repetitions"]):
+        train_wall.append(lrne_train_wall_s())
         for arm, (name, compaction) in ARMS.items():
             command = [sys.executable, __file__, "--child", name, str(compaction)]
             done = subprocess.run(
@@ -104,6 +119,7 @@ def main() -> None:
         "warm_s": {a: median([r["warm_s"] for r in rs]) for a, rs in runs.items()},
         "env_steps_computed": {a: rs[-1]["env_steps_computed"] for a, rs in runs.items()},
         "target_first_call_s": 5.0,
+        "lrne_train_wall_s": median(train_wall),
         "machine": machine(),
         "setup": {
             "env": s["env"],

@@ -133,8 +133,68 @@ def _es_lines(es: dict) -> list[str]:
         *_lm_lines(_load("lm_throughput")),
         "",
         *_scaling_lines(_load("scaling")),
+        "",
+        *_floor_lines(),
+        "",
+        *_hyperscale_lines(),
     ]
     return lines
+
+
+def _optional(name: str) -> dict | None:
+    path = ROOT / "benchmarks" / "results" / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _floor_lines() -> list[str]:
+    fl = _optional("floor")
+    head = (
+        "**The floor** (`benchmarks/floor.py`): one generation against what stepping the "
+        "same episodes alone (action 0, no network) plus one forward pass of the "
+        "unperturbed network over the same batch alone cost, same process, interleaved."
+    )
+    if fl is None:
+        return [head, "", "Not measured yet: run `python benchmarks/floor.py`."]
+    lines = [
+        head,
+        "",
+        "| env | arm | generation s | env s | forward s | floor s | over floor | target |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    names = {"ga": "GA, rank 4", "es": "low-rank ES, rank-1 noise"}
+    for env, row in fl["envs"].items():
+        for arm in ("ga", "es"):
+            r = row[arm]
+            lines.append(
+                f"| {env} (MLP {'×'.join(map(str, row['mlp']))}, {row['episode_steps']} steps) | "
+                f"{names[arm]}, population {r['population_size']} | {r['generation_s']:.3f} | "
+                f"{r['env_s']:.3f} | {r['forward_s']:.3f} | {r['floor_s']:.3f} | "
+                f"**{r['over_floor']:.2f}** | <= {fl['targets'][arm + '_over_floor']} |"
+            )
+    return [*lines, "", f"Machine: {fl['machine']}."]
+
+
+def _hyperscale_lines() -> list[str]:
+    hs = _optional("hyperscale")
+    if hs is None:
+        return []
+    setup = hs["setup"]
+    return [
+        f"**A hyperscale population** (`benchmarks/hyperscale.py`): one low-rank ES "
+        f"generation of **{hs['population_size']:,} members** on an MLP "
+        f"{'→'.join(map(str, setup['mlp']))} ({hs['num_params']:,} params), rank-1 noise, "
+        f"antithetic, members scored {hs['chunk_size']:,} at a time (`lrne.tasks.Chunked`) "
+        "with their noise drawn per chunk (`lrne.es(..., store_noise=False)`).",
+        "",
+        "| first generation (compiling) | warm generation | peak RSS | target | "
+        "dense population × params |",
+        "| ---: | ---: | ---: | ---: | ---: |",
+        f"| {hs['first_generation_s']:.1f} s | {hs['generation_s']:.1f} s | "
+        f"**{hs['peak_rss_gib']:.2f} GiB** | <= {hs['target_peak_rss_gib']} GiB | "
+        f"{hs['dense_population_tib']:.2f} TiB |",
+        "",
+        f"Machine: {hs['machine']}.",
+    ]
 
 
 def _lm_lines(lm: dict) -> list[str]:
@@ -174,6 +234,23 @@ def _scaling_lines(sc: dict) -> list[str]:
             f"{row['bytes_exchanged_per_generation']['4']:,} | "
             f"{row['dense_allreduce_bytes']:,} | {row['dense_allreduce_over_exchanged']:,.1f}× |"
         )
+    mp = sc.get("multi_process")
+    if mp is not None:
+        lines += [
+            "",
+            f"**Two processes on two cores** (`benchmarks/scaling.py --processes`): {mp['setup']}.",
+            "",
+            "| strategy | task | population | s / gen, 1 process | s / gen, 2 processes "
+            "| speedup | target | bit-identical |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for name, row in mp["strategies"].items():
+            lines.append(
+                f"| {name} | {row['task']} | {row['population']} | "
+                f"{row['one_process_s_per_gen']:.3f} | {row['two_process_s_per_gen']:.3f} | "
+                f"**{row['two_process_speedup']:.2f}** | >= {mp['target_two_process_speedup']} | "
+                f"{'yes' if row['bit_identical'] else 'NO'} |"
+            )
     lines += ["", f"Machine: {sc['machine']}."]
     return lines
 
