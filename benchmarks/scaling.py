@@ -156,13 +156,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="toy size, for CI")
     parser.add_argument("--processes", action="store_true", help="the multi-process rows")
     args = parser.parse_args()
-    name = "scaling_quick" if args.quick else "scaling"
+    out = "scaling_quick" if args.quick else "scaling"
     if args.processes:
-        path = RESULTS / f"{name}.json"
+        path = RESULTS / f"{out}.json"
         result = json.loads(path.read_text()) if path.exists() else {"machine": machine()}
         result["multi_process"] = multi_process(args.quick)
         result["two_process_speedup"] = result["multi_process"]["two_process_speedup"]
-        return write(name, result)
+        return write(out, result)
     s = settings(args.quick)
     if len(jax.devices()) < max(DEVICES):
         raise SystemExit(f"need {max(DEVICES)} devices, have {len(jax.devices())}")
@@ -227,13 +227,13 @@ def main() -> None:
             ),
             "first_call_s": {n: round(v, 2) for n, v in first.items()},
         }
-    path = RESULTS / f"{name}.json"
+    path = RESULTS / f"{out}.json"
     if path.exists():  # keep the multi-process rows of an earlier --processes run
         old = json.loads(path.read_text())
         for key in ("multi_process", "two_process_speedup"):
             if key in old:
                 result[key] = old[key]
-    write(name, result)
+    write(out, result)
 
 
 if __name__ == "__main__":

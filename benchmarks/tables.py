@@ -136,6 +136,8 @@ def _es_lines(es: dict) -> list[str]:
         "",
         *_floor_lines(),
         "",
+        *_compile_lines(),
+        "",
         *_hyperscale_lines(),
     ]
     return lines
@@ -172,6 +174,29 @@ def _floor_lines() -> list[str]:
                 f"**{r['over_floor']:.2f}** | <= {fl['targets'][arm + '_over_floor']} |"
             )
     return [*lines, "", f"Machine: {fl['machine']}."]
+
+
+def _compile_lines() -> list[str]:
+    ct = _optional("compile_time")
+    if ct is None:
+        return []
+    setup, first = ct["setup"], ct["first_call_s"]
+    return [
+        f"**Compile time** (`benchmarks/compile_time.py`): the first call of one generation "
+        f"(compiling + running), each in a fresh process, {setup['env']}, early exit on, "
+        f"median of {setup['repetitions']}; GA population {setup['ga']['population_size']} at "
+        f"rank 4, low-rank ES population {setup['es_lowrank']['population_size']}.",
+        "",
+        "| generation | with compaction | one buffer | target (compaction) |",
+        "| --- | ---: | ---: | ---: |",
+        f"| GA | **{first['ga_compaction']:.2f} s** | {first['ga_one_buffer']:.2f} s | "
+        f"<= {ct['target_first_call_s']:g} s |",
+        f"| low-rank ES | **{first['es_lowrank_compaction']:.2f} s** | "
+        f"{first['es_lowrank_one_buffer']:.2f} s | <= {ct['target_first_call_s']:g} s |",
+        "",
+        f"The default `lrne train` (quick CartPole GA), whole command in a fresh process: "
+        f"{ct['lrne_train_wall_s']:.1f} s. Machine: {ct['machine']}.",
+    ]
 
 
 def _hyperscale_lines() -> list[str]:
