@@ -28,7 +28,12 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
         # Fresh processes that only compile: the compacted path is in test_gymnax_task.
         pytest.param("compile_time", {"first_call_s", "warm_s", "machine"}, marks=pytest.mark.slow),
         ("es_memory", {"lrne_es_bytes", "lrne_nres_bytes", "dense_bytes", "machine"}),
-        ("hyperscale", {"peak_rss_gib", "generation_s", "dense_population_bytes", "machine"}),
+        # Chunked scoring and noise drawn per chunk, against the stored-noise run: test_chunked.
+        pytest.param(
+            "hyperscale",
+            {"peak_rss_gib", "generation_s", "dense_population_bytes", "machine"},
+            marks=pytest.mark.slow,
+        ),
         # Its env-only and forward-only loops: test_benchmark_parts; the generation: test_ga.
         pytest.param(
             "floor", {"ga_over_floor", "es_over_floor", "machine"}, marks=pytest.mark.slow
@@ -46,14 +51,26 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
         ),
         ("nres_lorenz", {"final_loss", "steps_to_threshold", "machine"}),
         ("estimator_variance", {"variance", "nres_over_pes", "machine"}),
-        ("correspondence", {"one_step", "trajectories", "delta_decreases_with_sigma", "machine"}),
-        (
+        # The chains' one-step statistics against the closed forms of GD: test_metropolis.
+        pytest.param(
+            "correspondence",
+            {"one_step", "trajectories", "delta_decreases_with_sigma", "machine"},
+            marks=pytest.mark.slow,
+        ),
+        # Subspace masks, the classification task and its ensemble: test_subspace.
+        pytest.param(
             "subspace_finetune",
             {"pretrained_test_accuracy", "one_generation", "generations", "machine"},
+            marks=pytest.mark.slow,
         ),
         # The sharded step on 1/2/4 devices: test_distributed.
         pytest.param("scaling", {"strategies", "devices", "machine"}, marks=pytest.mark.slow),
-        ("lm_throughput", {"lm_lowrank_over_plain", "tokens_per_s", "machine"}),
+        # The population's LM losses against each member's explicit loss: test_language.
+        pytest.param(
+            "lm_throughput",
+            {"lm_lowrank_over_plain", "tokens_per_s", "machine"},
+            marks=pytest.mark.slow,
+        ),
         # lrne.run, the LM task and pixel Pendulum: test_run, test_language, test_vision.
         pytest.param(
             "paper_a", {"tasks", "findings", "settings", "machine"}, marks=pytest.mark.slow

@@ -204,6 +204,9 @@ class Policy(nn.Module):
         return jnp.argmax(nn.Dense(2)(x))
 
 
+# The plugin follows lrne's ES step for step (test_lowrank_es_follows_the_native_trajectory),
+# and lrne's low-rank ES solves CartPole (test_any_flax_model): this end-to-end run is slow.
+@pytest.mark.slow
 def test_lowrank_es_solves_cartpole_through_gymnax_problem():
     problem = GymnaxProblem("CartPole-v1", Policy(), episode_length=500, use_normalize_obs=False)
     key = jax.random.key(0)
