@@ -17,7 +17,10 @@ medians, for each env:
 (population 1024, rank-1 noise on a dense network). Episodes run to the full
 length (early exit off), so every arm steps the same slots. Networks: MLP
 400→256→256→3 on Breakout-MinAtar (1000 steps), 4→64→64→2 on CartPole-v1 (500
-steps), tanh, argmax actions. Writes ``benchmarks/results/floor.json``.
+steps), tanh, argmax actions. ``ga_population_sweep`` repeats the GA's three
+timings on Breakout at populations 64 to 512: ``extra_us_per_member_step`` =
+(generation − floor) / (population × steps), the cost the members' own
+factors add. Writes ``benchmarks/results/floor.json``.
 
     python benchmarks/floor.py [--quick] [--repetitions 7]
 """
@@ -139,6 +142,29 @@ def measure(env_id: str, hidden: tuple[int, ...], steps: int, reps: int, quick: 
     }
 
 
+def ga_population_sweep(populations: list[int], hidden, steps: int, reps: int) -> dict:
+    """The GA's generation, env-only and forward-only times on Breakout per population."""
+    task = task_for("Breakout-MinAtar", hidden, steps, 4)
+    params = task.init_params(jax.random.key(0))
+    runs = {}
+    for p in populations:
+        runs[f"generation/{p}"] = generation(lrne.ga(p, num_elites=p // 8, sigma=0.1), task, params)
+        runs[f"env/{p}"] = (env_only(task, p), jnp.zeros((), jnp.float32))
+        runs[f"forward/{p}"] = (forward_only(task, params, p), jnp.zeros((), jnp.int32))
+    times, _ = time_interleaved(runs, reps, jax.random.key(1))
+    rows = {}
+    for p in populations:
+        gen, env, fwd = (median(times[f"{n}/{p}"]) for n in ("generation", "env", "forward"))
+        rows[str(p)] = {
+            "generation_s": gen,
+            "env_s": env,
+            "forward_s": fwd,
+            "over_floor": gen / (env + fwd),
+            "extra_us_per_member_step": (gen - env - fwd) / (p * steps) * 1e6,
+        }
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="toy size, for CI")
@@ -151,8 +177,12 @@ def main() -> None:
         hidden, steps = sizes[env_id]
         envs[env_id] = measure(env_id, hidden, steps, args.repetitions, args.quick)
         print(env_id, {k: round(v, 3) for k, v in envs[env_id].items() if "over" in k})
+    populations = [8, 16] if args.quick else [64, 128, 256, 512]
+    hidden, steps = sizes["Breakout-MinAtar"]
+    sweep = ga_population_sweep(populations, hidden, steps, args.repetitions)
     result = {
         "envs": envs,
+        "ga_population_sweep": sweep,
         "ga_over_floor": {e: r["ga_over_floor"] for e, r in envs.items()},
         "es_over_floor": {e: r["es_over_floor"] for e, r in envs.items()},
         "targets": {"ga_over_floor": 1.3, "es_over_floor": 1.1},

@@ -173,6 +173,17 @@ def _floor_lines() -> list[str]:
                 f"{r['env_s']:.3f} | {r['forward_s']:.3f} | {r['floor_s']:.3f} | "
                 f"**{r['over_floor']:.2f}** | <= {fl['targets'][arm + '_over_floor']} |"
             )
+    sweep = fl.get("ga_population_sweep")
+    if sweep:
+        extra = [r["extra_us_per_member_step"] for r in sweep.values()]
+        lines += [
+            "",
+            "The GA's own factors cost "
+            f"{min(extra):.2f}–{max(extra):.2f} µs per member-step beyond the floor at "
+            f"populations {', '.join(sweep)} on Breakout (over floor: "
+            + ", ".join(f"{r['over_floor']:.2f}" for r in sweep.values())
+            + ").",
+        ]
     return [*lines, "", f"Machine: {fl['machine']}."]
 
 
