@@ -8,9 +8,10 @@ scored on a fixed batch of 16 inputs against a random teacher network's
 outputs (fitness: minus the mean squared error). The members carry a key and
 a sign each (``lrne.es(..., store_noise=False)``) and are scored ``--chunk``
 at a time (:class:`lrne.tasks.Chunked`, one ``lax.map``), so their noise is
-drawn, and their activations live, one chunk at a time. Reported: the first generation (compiling included), the warm
-generation time, the peak resident memory of the process (``ru_maxrss``),
-and the bytes a dense population × params float32 array would need.
+drawn, and their activations live, one chunk at a time. Reported: the first
+generation (compiling included), the warm generation time, the peak resident
+memory of the process (``ru_maxrss``), and the bytes a dense population ×
+params float32 array would need.
 Writes ``benchmarks/results/hyperscale.json``.
 
     python benchmarks/hyperscale.py [--quick] [--population 262144] [--chunk 8192]
