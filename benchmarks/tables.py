@@ -73,10 +73,23 @@ def _es_lines(es: dict) -> list[str]:
     ]
     for env, (hidden, steps) in setup["throughput"].items():
         t = es["seconds_per_evaluation"][env]
+        lowrank = t.get("lowrank", t.get("lowrank_r1"))
         lines.append(
-            f"| {env} ({steps} steps) | {'×'.join(map(str, hidden))} | {t['lowrank_r1']:.3f} | "
+            f"| {env} ({steps} steps) | {'×'.join(map(str, hidden))} | {lowrank:.3f} | "
             f"{t['plain']:.3f} | {es['lowrank_over_plain'][env]:.2f} | >= 0.9 |"
         )
+    chunked = es.get("lowrank_chunked_over_plain")
+    if chunked:
+        lines += [
+            "",
+            "Option tried, scoring the members in chunks (`lrne.tasks.Chunked`), "
+            "lowrank_over_plain by members per chunk: "
+            + "; ".join(
+                f"{env} " + ", ".join(f"{n.rsplit('_', 1)[1]}: {r:.2f}" for n, r in c.items())
+                for env, c in chunked.items()
+            )
+            + ".",
+        ]
     g = es["s_per_generation"]
     lines += [
         "",
