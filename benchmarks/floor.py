@@ -51,17 +51,7 @@ def task_for(env_id: str, hidden: tuple[int, ...], steps: int, rank: int) -> Gym
 
 def slots(task: Gymnax, key: jax.Array, size: int) -> _Slots:
     """``size`` fresh episodes, laid out as ``Gymnax.evaluate_members`` lays them out."""
-    reset_keys, step_keys = jax.vmap(jax.random.split, out_axes=1)(jax.random.split(key, size))
-    obs, env_state = jax.vmap(task.env.reset_env, (0, None))(reset_keys, task.env_params)
-    return _Slots(
-        episode=jnp.arange(size, dtype=jnp.int32),
-        step_key=step_keys,
-        obs=obs,
-        env_state=env_state,
-        ret=jnp.zeros(size, jnp.float32),
-        length=jnp.zeros(size, jnp.int32),
-        alive=jnp.ones(size, bool),
-    )
+    return task.fresh_slots(jax.random.split(key, size))
 
 
 def env_only(task: Gymnax, size: int):

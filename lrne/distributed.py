@@ -32,7 +32,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from lrne.generation import generation_step
 from lrne.genome import Metrics, Population, PyTree, is_local
-from lrne.nn.perturbed import prepare
 from lrne.strategies.base import Strategy
 from lrne.tasks.base import Task, TaskWrapper
 
@@ -107,20 +106,7 @@ class ShardedTask(TaskWrapper):
         """Every device's part, in device order: the inverse of :meth:`local`."""
         return jax.tree.map(partial(jax.lax.all_gather, axis_name=AXIS, tiled=True), tree)
 
-    def evaluate_members(
-        self, keys: jax.Array, population: Population
-    ) -> tuple[jax.Array, Metrics]:
-        return self._split(self.task.evaluate_members, keys, population)
-
-    def evaluate(self, key: jax.Array, population: Population) -> tuple[jax.Array, Metrics]:
-        """The template of :meth:`lrne.tasks.Task.evaluate`, with only this device's
-        members put in evaluation form."""
-        score = lambda k, part: self.task.evaluate_members(k, prepare(part, self.thin_kernels))
-        fitness, metrics = self._split(score, self.member_keys(key, population.size), population)
-        whole = prepare(population, self.thin_kernels)
-        return fitness, {**metrics, **self.task.population_metrics(whole, fitness)}
-
-    def _split(self, score, keys: jax.Array, population: Population) -> tuple[jax.Array, Metrics]:
+    def split(self, score, keys: jax.Array, population: Population) -> tuple[jax.Array, Metrics]:
         """``score`` on this device's members; fitness gathered, metrics summed over devices."""
         local = Population(population.shared, self.local(population.members))
         fitness, metrics = score(self.local(keys), local)

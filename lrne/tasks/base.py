@@ -11,6 +11,7 @@ Online strategies need an :class:`Unrollable` task instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import jax
@@ -142,10 +143,29 @@ class TaskWrapper(Task):
     def init_params(self, key: jax.Array) -> PyTree:
         return self.task.init_params(key)
 
+    def split(
+        self,
+        score: Callable[[jax.Array, Population], tuple[jax.Array, Metrics]],
+        keys: jax.Array,
+        population: Population,
+    ) -> tuple[jax.Array, Metrics]:
+        """How members are scored: ``score(keys, population)`` on parts of the population
+        (over devices, in chunks...), fitness joined in member order, metrics summed.
+        The hook a wrapper overrides; here, the whole population at once."""
+        return score(keys, population)
+
     def evaluate_members(
         self, keys: jax.Array, population: Population
     ) -> tuple[jax.Array, Metrics]:
-        return self.task.evaluate_members(keys, population)
+        return self.split(self.task.evaluate_members, keys, population)
+
+    def evaluate(self, key: jax.Array, population: Population) -> tuple[jax.Array, Metrics]:
+        """The template of :meth:`Task.evaluate`, each part put in evaluation form by itself
+        (population metrics see the whole population's, dropped when unused)."""
+        score = lambda k, part: self.task.evaluate_members(k, prepare(part, self.thin_kernels))
+        fitness, metrics = self.split(score, self.member_keys(key, population.size), population)
+        whole = prepare(population, self.thin_kernels)
+        return fitness, {**metrics, **self.task.population_metrics(whole, fitness)}
 
     def population_metrics(self, population: Population, fitness: jax.Array) -> Metrics:
         return self.task.population_metrics(population, fitness)

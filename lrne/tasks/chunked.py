@@ -21,7 +21,6 @@ from collections.abc import Callable
 import jax
 
 from lrne.genome import Metrics, Population, PyTree
-from lrne.nn.perturbed import prepare
 from lrne.tasks.base import Task, TaskWrapper
 
 
@@ -44,7 +43,7 @@ class Chunked(TaskWrapper):
         super().__init__(task)
         self.chunk_size = chunk_size
 
-    def _map(
+    def split(
         self,
         score: Callable[[jax.Array, Population], tuple[jax.Array, Metrics]],
         keys: jax.Array,
@@ -58,25 +57,12 @@ class Chunked(TaskWrapper):
             )
         if num_members == size:
             return score(keys, population)
-        split = lambda x: x.reshape(num_members // size, size, *x.shape[1:])
+        by_chunk = lambda x: x.reshape(num_members // size, size, *x.shape[1:])
 
         def chunk(args: tuple[jax.Array, PyTree]) -> tuple[jax.Array, Metrics]:
             chunk_keys, members = args
             return score(chunk_keys, Population(population.shared, members))
 
-        chunks = (split(keys), jax.tree.map(split, population.members))
+        chunks = (by_chunk(keys), jax.tree.map(by_chunk, population.members))
         fitness, metrics = jax.lax.map(chunk, chunks)
         return fitness.reshape(num_members), jax.tree.map(lambda m: m.sum(axis=0), metrics)
-
-    def evaluate_members(
-        self, keys: jax.Array, population: Population
-    ) -> tuple[jax.Array, Metrics]:
-        return self._map(self.task.evaluate_members, keys, population)
-
-    def evaluate(self, key: jax.Array, population: Population) -> tuple[jax.Array, Metrics]:
-        """The template of :meth:`lrne.tasks.Task.evaluate`, evaluation form taken per chunk."""
-        score = lambda k, part: self.task.evaluate_members(k, prepare(part, self.thin_kernels))
-        keys = self.member_keys(key, population.size)
-        fitness, metrics = self._map(score, keys, population)
-        whole = prepare(population, self.thin_kernels)
-        return fitness, {**metrics, **self.task.population_metrics(whole, fitness)}

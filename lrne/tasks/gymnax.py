@@ -200,6 +200,21 @@ class Gymnax(Task):
             alive=alive & ~done & (t + 1 < self.max_steps),
         )
 
+    def fresh_slots(self, keys: jax.Array) -> _Slots:
+        """One fresh episode per key (episode ids 0, 1, ...), reset and ready to step."""
+        total = keys.shape[0]
+        reset_keys, step_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
+        obs, env_state = jax.vmap(self.env.reset_env, (0, None))(reset_keys, self.env_params)
+        return _Slots(
+            episode=jnp.arange(total, dtype=jnp.int32),
+            step_key=step_keys,
+            obs=obs,
+            env_state=env_state,
+            ret=jnp.zeros(total, jnp.float32),
+            length=jnp.zeros(total, jnp.int32),
+            alive=jnp.ones(total, bool),
+        )
+
     def _acting(self, population: Population) -> Any:
         """obs (M, ...) -> actions (M, ...) for every member of ``population``, in order."""
         shared, members = population
@@ -220,17 +235,7 @@ class Gymnax(Task):
         episode = jnp.arange(total, dtype=jnp.int32)
         member = episode // per_member
         keys = jax.vmap(lambda m, e: jax.random.fold_in(keys[m], e))(member, episode % per_member)
-        reset_keys, step_keys = jax.vmap(jax.random.split, out_axes=1)(keys)
-        obs, env_state = jax.vmap(self.env.reset_env, (0, None))(reset_keys, self.env_params)
-        slots = _Slots(
-            episode=episode,
-            step_key=step_keys,
-            obs=obs,
-            env_state=env_state,
-            ret=jnp.zeros(total, jnp.float32),
-            length=jnp.zeros(total, jnp.int32),
-            alive=jnp.ones(total, bool),
-        )
+        slots = self.fresh_slots(keys)
 
         # With one chunk (total <= MIN_CHUNK) compaction has nothing to drop:
         # the single buffer runs the same steps and compiles less.
