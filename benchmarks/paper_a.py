@@ -20,15 +20,17 @@ fairly, each gets its own σ:
 
 Tasks, scaled to 2 CPU cores: (i) a character-level transformer language
 model on tiny Shakespeare (the paper: TinyStories), fitness −cross-entropy on a
-fixed batch; (ii) MinAtar Breakout and SpaceInvaders with the MinAtar CNN (the
-paper: Atari); (iii) Pendulum-v1 from 32×32 pixels, 2 stacked frames, stride-2
-CNN (the paper: CarRacing). Each (task, arm) is compiled once and run for every
-seed; wall time and env steps are recorded per generation. Final fitness: the
-GA's best member scored on 16 fresh episodes (RL) or its training loss (LM).
+fresh batch of windows each generation; (ii) MinAtar Breakout and SpaceInvaders
+with the MinAtar CNN (the paper: Atari); (iii) Pendulum-v1 from 32×32 pixels,
+2 stacked frames, stride-2 CNN (the paper: CarRacing). Each (task, arm, σ) is
+compiled once and run for every seed; wall time and env steps are recorded per
+generation. Final score:
+the last generation's top elite on 32 fresh episodes (RL) or minus its
+held-out loss (LM, fresh training batch every generation).
 
-Writes benchmarks/results/paper_a.json and paper_a_<task>.png.
+Writes benchmarks/results/paper_a/<task>.json and <task>.png.
 
-    python benchmarks/paper_a.py [--quick] [--tasks lm breakout ...]
+    python benchmarks/paper_a.py --task {lm,breakout,space_invaders,pendulum_pixels} [--quick]
 """
 
 from __future__ import annotations

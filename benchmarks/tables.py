@@ -548,7 +548,89 @@ def updated(readme: str) -> str:
     readme = _replace_block(readme, "bench", render())
     readme = _replace_block(readme, "suite", render_suite())
     readme = _replace_block(readme, "lm_train", render_lm())
+    readme = _replace_block(readme, "paper_a_fair", render_paper_a_fair())
     return _replace_block(readme, "paper_a", render_paper_a(_load("paper_a")))
+
+
+PAPER_A_TASKS = {
+    "lm": "LM, tiny Shakespeare (−held-out loss, nats/char)",
+    "breakout": "MinAtar Breakout (return)",
+    "space_invaders": "MinAtar SpaceInvaders (return)",
+    "pendulum_pixels": "Pendulum-v1 from pixels (return)",
+}
+PAPER_A_FINDINGS = {
+    "factorized_ge_full_at_best_sigmas": "factorized ≥ full, each at its best σ",
+    "factorized_gt_full_significant": "factorized > full, p < 0.05",
+    "full_gt_factorized_significant": "full > factorized, p < 0.05",
+    "full_gt_small": "full > small",
+    "factorized_gt_small_significant": "factorized > small, p < 0.05",
+    "factorized_at_matched_delta_ge_full": "factorized at the full arm's ΔW ≥ full",
+    "factorized_less_time_per_generation_last": "factorized: less time per generation",
+    "factorized_fewer_env_steps_per_generation_last": "factorized: fewer env steps per generation",
+}
+
+
+def render_paper_a_fair() -> str:
+    """Garbus & Pollack at fair settings, from benchmarks/results/paper_a/<task>.json."""
+    results = {}
+    for task in PAPER_A_TASKS:
+        path = ROOT / "benchmarks" / "results" / "paper_a" / f"{task}.json"
+        if path.exists():
+            results[task] = json.loads(path.read_text())
+    if not results:
+        return "No fair run yet: `python benchmarks/paper_a.py --task TASK`."
+    s = next(iter(results.values()))["settings"]
+    lines = [
+        f"GA: population {s['population']}, {s['num_elites']} elites. σ sweep "
+        f"{', '.join(f'{x:g}' for x in s['sigmas'])} per arm ({len(s['sweep_seeds'])} seeds, "
+        f"mean final score in the sweep column), then each arm at its best σ on "
+        f"{len(s['final_seeds'])} new seeds (final: mean ± 95% CI; p: exact two-sided rank-sum "
+        "test against the factorized arm, or against full for the matched row). Matched ΔW: "
+        "the factorized arm at the σ where one mutation's std(ΔW)/std(W) equals the full "
+        "arm's at its best σ. Seconds and env steps per generation: the last 5 generations.",
+    ]
+    for task, pa in results.items():
+        arms, best, matched = pa["arms"], pa["best"], pa["matched"]
+        generations = pa["settings"]["generations"][task]
+        lines += [
+            "",
+            f"**{PAPER_A_TASKS[task]}**, {generations} generations, "
+            f"{pa['wall_seconds'] / 60:.0f} min in all:",
+            "",
+            "| arm | params | σ sweep | σ | std(ΔW)/std(W) | final | p | s / gen | "
+            "env steps / gen |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        rows = [(arm, best[arm], arms[arm]["delta_ratio"][str(best[arm]["sigma"])]) for arm in best]
+        rows.append(("factorized, matched ΔW", matched, matched["delta_ratio"]))
+        p_values = {
+            "factorized": None,
+            "full": best["factorized"]["p_vs_full"],
+            "small": best["factorized"]["p_vs_small"],
+            "factorized, matched ΔW": matched["p_vs_full"],
+        }
+        for arm, row, ratio in rows:
+            sweep = ", ".join(f"{r['final']['mean']:.2f}" for r in pa["sweep"].get(arm, []))
+            p = p_values[arm]
+            p = "" if p is None else f"{p:.3f}"
+            steps = "(tokens)" if task == "lm" else f"{row['env_steps_per_generation_last']:,.0f}"
+            lines.append(
+                f"| {arm} | {arms['factorized' if 'matched' in arm else arm]['num_params']:,} | "
+                f"{sweep} | {row['sigma']:.3g} | {ratio:.3f} | {_fmt(row['final'])} | {p} | "
+                f"{row['seconds_per_generation_last']:.3f} | {steps} |"
+            )
+        found = [
+            f"{label}: **{'yes' if pa['findings'][key] else 'no'}**"
+            for key, label in PAPER_A_FINDINGS.items()
+            if not (task == "lm" and "env_steps" in key)
+        ]
+        lines += ["", f"Findings: {'; '.join(found)}."]
+    machines = sorted({r["machine"] for r in results.values()})
+    missing = [t for t in PAPER_A_TASKS if t not in results]
+    if missing:
+        lines += ["", f"Not run yet at fair settings: {', '.join(missing)}."]
+    lines += ["", f"Machine: {'; '.join(machines)}."]
+    return "\n".join(lines)
 
 
 def render_paper_a(pa: dict) -> str:
