@@ -479,12 +479,14 @@ def render_suite() -> str:
         "Settings: the best of a σ × population sweep (30 s each, one seed) for the three "
         "evolutionary methods (`sweep` in each JSON); rejax PPO defaults.",
         "",
-        "| env (threshold) | " + " | ".join(SUITE_METHODS.values()) + " |",
-        "| --- | " + " | ".join("---:" for _ in SUITE_METHODS) + " |",
+        "| env (threshold) | " + " | ".join(SUITE_METHODS.values()) + " | best lrne vs "
+        "Open_ES / PPO |",
+        "| --- | " + " | ".join("---:" for _ in SUITE_METHODS) + " | --- |",
     ]
+    wins = {"openes": 0, "ppo": 0}
     for env in SUITE_ENVS:
         if env not in results:
-            lines.append(f"| {env} | " + " | ".join("not run yet" for _ in SUITE_METHODS) + " |")
+            lines.append(f"| {env} | " + " | ".join("not run yet" for _ in SUITE_METHODS) + " | |")
             continue
         result = results[env]
         cells = []
@@ -500,9 +502,25 @@ def render_suite() -> str:
                 cell += f"<br>{entry['median_seconds_to_threshold']:.0f} s ({reached}/{seeds})"
             cell += f"<br>{entry['env_steps'] / 1e6:.1f} M steps"
             cells.append(cell)
+        means = {m: e["final_return"]["mean"] for m, e in result["methods"].items()}
+        lrne = max(means["lrne_es"], means["lrne_ga"])
+        verdict = []
+        for other in wins:
+            wins[other] += lrne >= means[other]
+            gap = lrne - means[other]
+            verdict.append(f"{'≥' if gap >= 0 else '<'} ({gap:+.1f})")
+        cells.append(" / ".join(verdict))
         lines.append(f"| {env} ({result['threshold']:g}) | " + " | ".join(cells) + " |")
     machines = sorted({r["machine"] for r in results.values()})
-    lines += ["", f"Machine: {'; '.join(machines)}."]
+    n = len(results)
+    lines += [
+        "",
+        f"By the mean final return, the better lrne method is ≥ evosax Open_ES on "
+        f"**{wins['openes']}/{n}** envs run (target: every env) and ≥ rejax PPO on "
+        f"**{wins['ppo']}/{n}** (target: 4 of the 8).",
+        "",
+        f"Machine: {'; '.join(machines)}.",
+    ]
     return "\n".join(lines)
 
 
