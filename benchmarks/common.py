@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 RESULTS = Path(__file__).resolve().parent / "results"
+CONFIGS = RESULTS.parents[1] / "configs"
 
 
 def machine() -> str:
@@ -178,3 +179,23 @@ class PeriodicScore:
             print(f"  {self.clock.elapsed:7.1f} s gen {generation + 1} score {value:.4f}")
             sys.stdout.flush()
             self.clock.start += time.perf_counter() - tick  # scoring is off the clock
+
+
+def write_config(config: Any, name: str, header: str, output: str) -> str:
+    """``config`` as ``configs/<name>.toml``, runnable from a fresh clone's root.
+
+    A loaded config holds its paths resolved; the file gets ``run.output =
+    output`` (relative to where ``lrne train`` runs) and, for a language
+    model, the downloaded corpus. Returns the path relative to the repository.
+    """
+    from lrne.config import Config, as_toml
+
+    data = config.to_dict()
+    data["run"]["output"] = output
+    if "text" in data["task"]:
+        data["task"]["text"] = "tinyshakespeare"
+    Config.from_dict(data)  # still a valid config
+    path = CONFIGS / f"{name}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"# {header}\n" + as_toml(data))
+    return str(path.relative_to(CONFIGS.parent))

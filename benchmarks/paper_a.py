@@ -39,15 +39,16 @@ import argparse
 import itertools
 import math
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
 import jax
 import numpy as np
-from common import RESULTS, corpus, machine, mean_ci95, write
+from common import RESULTS, corpus, machine, mean_ci95, write, write_config
 
 import lrne
-from lrne.nn.transformer import Transformer
+from lrne.saved import run_keys
 
 ARMS = ("factorized", "full", "small")
 TASKS = ("lm", "breakout", "space_invaders", "pendulum_pixels")
@@ -72,23 +73,59 @@ def rank_sum_p(x: list[float], y: list[float]) -> float:
     return float(np.mean([abs(s - expected) >= observed - 1e-9 for s in sums]))
 
 
-def build(task: str, arm: str, quick: bool, text: str):
-    """The task object for one task and arm."""
+ENV_IDS = {"breakout": "Breakout-MinAtar", "space_invaders": "SpaceInvaders-MinAtar"}
+
+
+def sections(task: str, arm: str, quick: bool, text: str) -> dict:
+    """The ``[task]`` and ``[model]`` config sections of one task and arm.
+
+    ``text``: the LM corpus as a file path (unused by the RL tasks).
+    """
+    rank = 4 if arm == "factorized" else 0
     if task == "lm":
-        vocab = len(lrne.tasks.LanguageModel.vocabulary(text))
-        model = Transformer.preset(arm, vocab, **({"num_blocks": 1} if quick else {}))
+        model = {"kind": "transformer", "preset": arm} | ({"num_blocks": 1} if quick else {})
         context, batch = (16, 4) if quick else (32, 16)
-        return lrne.tasks.LanguageModel(model, text, context=context, batch_size=batch)
-    max_steps = 50 if quick else None
+        lm = {"kind": "language_model", "text": text, "context": context, "batch_size": batch}
+        return {"task": lm, "model": model}
+    rollout = {"max_steps": 50} if quick else {}
     if task == "pendulum_pixels":
-        env = lrne.wrappers.pixel_pendulum(size=16 if quick else 32, frames=2)
-        shapes = {"full": {}, "factorized": {"rank": 4}, "small": {"channels": 4, "hidden": 8}}
-        policy = lrne.nn.MinAtarCNN(1, strides=(2, 2), **{"hidden": 64, **shapes[arm]})
-        return lrne.tasks.Gymnax(env, policy, num_episodes=1, max_steps=max_steps)
-    env_id = {"breakout": "Breakout-MinAtar", "space_invaders": "SpaceInvaders-MinAtar"}[task]
-    shapes = {"full": {}, "factorized": {"rank": 4}, "small": {"channels": 4, "hidden": 16}}
-    policy = lrne.nn.MinAtarCNN(lrne.tasks.action_size(env_id), **shapes[arm])
-    return lrne.tasks.Gymnax(env_id, policy, num_episodes=2, max_steps=max_steps)
+        model = {"kind": "minatar_cnn", "rank": rank, "hidden": 64, "strides": [2, 2]}
+        model |= {"channels": 4, "hidden": 8} if arm == "small" else {}
+        pixels = {"kind": "pixel_pendulum", "size": 16 if quick else 32, "frames": 2}
+        return {"task": pixels | {"num_episodes": 1} | rollout, "model": model}
+    model = {"kind": "minatar_cnn", "rank": rank}
+    model |= {"channels": 4, "hidden": 16} if arm == "small" else {}
+    gymnax = {"kind": "gymnax", "env": ENV_IDS[task], "num_episodes": 2}
+    return {"task": gymnax | rollout, "model": model}
+
+
+def arm_config(task: str, arm: str, sigma: float, seed: int, settings: dict, text: str):
+    """The ``lrne train`` config of one run: ``configs/paper_a/`` holds the chosen ones.
+
+    ``lrne train --config`` on it runs the same generations (the run key comes
+    from ``run.seed`` as here), the same GA, task and network.
+    """
+    from lrne.config import Config
+
+    run = {
+        "seed": seed,
+        "generations": settings["generations"][task],
+        "checkpoint_every": 0,
+        "output": f"runs/paper_a/{task}_{arm}",
+    }
+    strategy = {"name": "ga", "population_size": settings["population"], "sigma": sigma}
+    strategy["num_elites"] = settings["num_elites"]
+    return Config.from_dict(
+        {"run": run, "strategy": strategy, **sections(task, arm, settings["quick"], text)}
+    )
+
+
+def build(task: str, arm: str, quick: bool, text: str = ""):
+    """The task object for one task and arm, built by its config sections."""
+    from lrne.config import Config
+
+    config = Config.from_dict(sections(task, arm, quick, text))
+    return config.task.build(config.model)[0]
 
 
 SIGMAS = (0.003, 0.01, 0.03, 0.1)
@@ -161,14 +198,15 @@ def matched_sigma(params, unit: list, target: float) -> float:
 
 def run_seeds(task_name: str, arm: str, sigma: float, seeds, settings: dict, text: str) -> dict:
     """Every seed of one (task, arm, σ): curves, times and final score."""
-    task = build(task_name, arm, settings["quick"], text)
-    generations = settings["generations"][task_name]
-    strategy = lrne.ga(settings["population"], settings["num_elites"], sigma)
+    config = arm_config(task_name, arm, sigma, seeds[0], settings, text)
+    task, _ = config.task.build(config.model)
+    strategy = config.strategy.build(task)
     runs = []
     for seed in seeds:
-        # lrne.run compiles the generation step once for all seeds of an arm and σ.
-        key_run, key_test = jax.random.split(jax.random.key(seed))
-        result = lrne.run(strategy, task, key_run, generations)
+        # lrne.run compiles the generation step once for all seeds of an arm and σ;
+        # the keys are those `lrne train` derives from run.seed.
+        key_run, key_test = run_keys(seed)
+        result = lrne.run(strategy, task, key_run, config.run.generations)
         # The answer: the top elite of the last generation (re-evaluated every
         # generation, unlike the best-ever member, which a lucky batch or
         # episode can freeze).
@@ -251,6 +289,20 @@ def run_task(task_name: str, settings: dict, text: str) -> dict:
     out["matched"]["p_vs_full"] = rank_sum_p(
         out["matched"]["final_per_seed"], best["full"]["final_per_seed"]
     )
+    if not settings["quick"]:
+        seed = final_seeds[0]
+        chosen = {arm: (best[arm]["sigma"], f"{arm} arm at its best σ") for arm in ARMS}
+        chosen["factorized_matched"] = (sigma, "factorized arm at the full arm's std(ΔW)/std(W)")
+        out["configs"] = {
+            name: write_config(
+                arm_config(task_name, name.split("_")[0], s, seed, settings, text),
+                f"paper_a/{task_name}_{name}",
+                f"benchmarks/paper_a.py --task {task_name}: the {note} (σ {s:.4g}), "
+                "the first of the final seeds",
+                output=f"runs/paper_a/{task_name}_{name}",
+            )
+            for name, (s, note) in chosen.items()
+        }
     out["findings"] = findings(task_name, out)
     return out
 
@@ -318,9 +370,12 @@ def main() -> None:
         settings |= dict(sweep_seeds=SWEEP_SEEDS, final_seeds=FINAL_SEEDS)
         settings["generations"] = dict(lm=150, breakout=150, space_invaders=60, pendulum_pixels=40)
     settings["quick"] = args.quick
-    text = corpus(args.quick)  # quick: generated, nothing read outside the repository
+    # The LM's corpus as a file, as a config names it (quick: generated text, so
+    # nothing is read outside the repository).
+    text = Path(tempfile.mkdtemp()) / "corpus.txt"
+    text.write_text(corpus(args.quick), encoding="utf-8")
     start = time.perf_counter()
-    out = run_task(args.task, settings, text)
+    out = run_task(args.task, settings, str(text))
     result = {
         "machine": machine(),
         "task": args.task,

@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from common import RESULTS, machine, mean_ci95, write
+from common import RESULTS, machine, mean_ci95, write, write_config
 
 import lrne
 from lrne.callbacks import TimeLimit
@@ -64,7 +64,6 @@ GA_RANK = 4
 ES_LEARNING_RATE = 0.03
 CURVE_EPISODES = 32
 SUITE = RESULTS / "suite"
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "suite"
 
 
 class EnvSpec(NamedTuple):
@@ -489,12 +488,12 @@ def main() -> None:
             setting = entry["sweep"]["best"]
         entry["setting"] = setting or "rejax PPO defaults"
         if method.startswith("lrne") and not args.quick:
-            config = lrne_config(method, args.env, setting, 0, args.seconds)
-            path = CONFIGS / f"{args.env}_{method}.toml"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            header = f"# benchmarks/suite.py --env {args.env}: {method}, the sweep's best setting\n"
-            path.write_text(header + config.to_toml())
-            entry["config"] = str(path.relative_to(CONFIGS.parents[1]))
+            entry["config"] = write_config(
+                lrne_config(method, args.env, setting, 0, args.seconds),
+                f"suite/{args.env}_{method}",
+                f"benchmarks/suite.py --env {args.env}: {method}, the sweep's best setting",
+                output=f"runs/suite/{args.env}_{method}",
+            )
         runs = []
         for seed in range(args.seeds):
             trace, act = train(method, args.env, setting, seed, args.seconds, args.snapshot_seconds)

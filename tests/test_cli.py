@@ -61,6 +61,19 @@ def test_help_and_version(capsys):
     assert code == 0 and out == f"lrne {lrne.__version__}\n"
 
 
+# Written by the benchmark scripts (configs/suite, configs/paper_a): each repeats a
+# strategy, task kind and model kind of a config above, so they are only loaded.
+BENCHMARK_CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*/*.toml"))
+
+
+@pytest.mark.parametrize("path", BENCHMARK_CONFIGS, ids=[p.stem for p in BENCHMARK_CONFIGS])
+def test_benchmark_configs_load_and_round_trip(path):
+    # Runnable from any clone: paths as written, not resolved on the machine that wrote them.
+    assert not Path(cfg.read_toml(path)["run"]["output"]).is_absolute()
+    config = cfg.load(path)
+    assert cfg.Config.from_dict(tomllib.loads(config.to_toml())) == config
+
+
 @pytest.mark.parametrize(
     "path",
     [pytest.param(p, marks=pytest.mark.slow) if p.stem in REPEATED else p for p in CONFIGS],
