@@ -31,9 +31,9 @@ from lrne.saved import run_keys
 SETTINGS = {
     "es": {
         "population": 256,
-        "sigma": 0.05,
+        "sigma": 0.03,
         "learning_rate": 0.02,
-        "episodes": 1,
+        "episodes": 2,
         "hidden": 64,
         "rank": 0,
     },
