@@ -161,6 +161,11 @@ def _optional(name: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+def _present(results: dict[str, dict | None]) -> dict[str, dict]:
+    """The entries of ``results`` that were run (:func:`_optional` found their JSON)."""
+    return {name: result for name, result in results.items() if result is not None}
+
+
 def _floor_lines() -> list[str]:
     fl = _optional("floor")
     head = (
@@ -460,11 +465,7 @@ SUITE_METHODS = {
 
 def render_suite() -> str:
     """The equal-wall-clock suite: env × method, from benchmarks/results/suite/<env>.json."""
-    results = {}
-    for env in SUITE_ENVS:
-        path = ROOT / "benchmarks" / "results" / "suite" / f"{env}.json"
-        if path.exists():
-            results[env] = json.loads(path.read_text())
+    results = _present({env: _optional(f"suite/{env}") for env in SUITE_ENVS})
     if not results:
         return "No suite results yet: run `python benchmarks/suite.py --env ENV`."
     any_result = next(iter(results.values()))
@@ -590,11 +591,7 @@ PAPER_A_FINDINGS = {
 
 def render_paper_a_fair() -> str:
     """Garbus & Pollack at fair settings, from benchmarks/results/paper_a/<task>.json."""
-    results = {}
-    for task in PAPER_A_TASKS:
-        path = ROOT / "benchmarks" / "results" / "paper_a" / f"{task}.json"
-        if path.exists():
-            results[task] = json.loads(path.read_text())
+    results = _present({task: _optional(f"paper_a/{task}") for task in PAPER_A_TASKS})
     if not results:
         return "No fair run yet: `python benchmarks/paper_a.py --task TASK`."
     s = next(iter(results.values()))["settings"]
