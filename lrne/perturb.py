@@ -25,6 +25,29 @@ import jax.numpy as jnp
 from lrne.genome import Drawn, LowRank, PyTree, is_weight_matrix
 
 
+def gaussian_noise(
+    key: jax.Array, shape: tuple[int, ...], dtype: Any, scale: jax.typing.ArrayLike
+) -> jax.Array:
+    """``scale × N(0, 1)`` of ``shape``, drawn so that ``x + noise`` has one set of bits.
+
+    XLA:CPU contracts ``x + a·b`` into a fused multiply-add wherever one fusion
+    holds both, and a program whose population is split over devices fuses
+    the draw differently from one that is not (each device also slices its
+    members out of it). With ``a·b`` rounded in one program and exact in the
+    other, a mutated member differed by an ulp between 1 and 2 devices.
+    Rounding ``scale`` and the draw each to half the significand (12 of
+    float32's 24 bits) makes their product exact, so the sum is rounded once,
+    the same way, fused or not. Each draw moves by under 2⁻¹² of its value.
+    """
+    info = jnp.finfo(dtype)
+    bits = (info.nmant + 1) // 2 - 1
+
+    def halve(v: jax.Array) -> jax.Array:
+        return jax.lax.reduce_precision(v, exponent_bits=info.nexp, mantissa_bits=bits)
+
+    return halve(jnp.asarray(scale, dtype)) * halve(jax.random.normal(key, shape, dtype))
+
+
 def is_lowrank(node: Any) -> bool:
     return isinstance(node, LowRank)
 
@@ -51,7 +74,7 @@ def sample(key: jax.Array, params: PyTree, sigma: float, noise_rank: int) -> PyT
             v = jax.random.normal(key_v, (noise_rank, n), leaf.dtype)
             out.append(LowRank(u, v))
         else:
-            out.append(sigma * jax.random.normal(k, leaf.shape, leaf.dtype))
+            out.append(gaussian_noise(k, leaf.shape, leaf.dtype, sigma))
     return jax.tree.unflatten(treedef, out)
 
 

@@ -297,7 +297,10 @@ def test_factorized_ga_follows_the_native_trajectory():
     assert float(-evo_state.best_fitness) == pytest.approx(float(state.best_fitness), rel=1e-6)
     np.testing.assert_allclose(evo_state.native.elite_fitness, state.elite_fitness, rtol=1e-5)
     best = algo.get_best_solution(evo_state)  # evosax's: the best of the last generation
-    assert float(-fitness(best)) == pytest.approx(float(jnp.min(evo_state.fitness)), rel=1e-6)
+    # Eager float32 forward vs the jit-vmapped one: they agree to ~3e-6 relative, while
+    # the last generation's members' losses are far apart.
+    assert float(-fitness(best)) == pytest.approx(float(jnp.min(evo_state.fitness)), rel=2e-5)
+    assert np.sort(np.asarray(evo_state.fitness))[1] > 1.01 * float(jnp.min(evo_state.fitness))
     assert isinstance(best["params"]["Dense_0"]["kernel"], lrne.Factors)
 
 

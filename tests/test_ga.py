@@ -7,6 +7,7 @@ import pytest
 
 import lrne
 from lrne.nn import MLP
+from lrne.perturb import gaussian_noise
 
 
 def sphere(population):
@@ -82,6 +83,30 @@ def test_mutation_std_follows_init_std_and_factors_get_sqrt_sigma(key):
     )
     # The bias starts at zero and mutates on the scale of its layer's kernel.
     np.testing.assert_allclose(float(jnp.std(head["bias"][1:])), sigma * kernel_std, rtol=0.05)
+
+
+def test_mutation_noise_is_an_exact_product(key):
+    """Each draw is scale × N(0, 1), both rounded to 12 significant bits, so the product
+    is exact in float32 and ``x + noise`` rounds once whether XLA fuses it into an FMA or
+    not (what keeps a GA split over devices bit-identical to one device)."""
+    scale = 0.0123457
+
+    def twelve_bits(v):  # round to nearest even at 12 significant bits, in float64
+        mantissa, exponent = np.frexp(v)
+        return np.ldexp(np.round(mantissa * 2.0**12) / 2.0**12, exponent)
+
+    draw = np.asarray(jax.random.normal(key, (4096,)), np.float64)
+    noise = np.asarray(gaussian_noise(key, (4096,), jnp.float32, scale), np.float64)
+    exact = twelve_bits(np.float64(np.float32(scale))) * twelve_bits(draw)
+    np.testing.assert_array_equal(noise, exact)
+    # Fused (one rounding of x + a·b) equals unfused (a·b rounded, then the sum).
+    x = np.asarray(jax.random.normal(jax.random.key(1), (4096,)), np.float32)
+    fused = (x.astype(np.float64) + exact).astype(np.float32)
+    np.testing.assert_array_equal(fused, x + noise.astype(np.float32))
+    # Without the rounding, many unfused sums differ from the fused ones.
+    raw = np.float32(scale) * draw.astype(np.float32)
+    fused_raw = (x.astype(np.float64) + np.float64(np.float32(scale)) * draw).astype(np.float32)
+    assert np.sum(fused_raw != x + raw) > 10
 
 
 def test_freeze_by_path(key):

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from lrne.genome import Metrics, Population, PyTree
+from lrne.perturb import gaussian_noise
 from lrne.strategies.base import (
     Strategy,
     check_fitness,
@@ -151,7 +152,7 @@ def ga(
             child = leaf[parents]
             if not is_frozen:
                 scale = (math.sqrt(sigma) if is_factor else sigma) * std
-                noise = scale * jax.random.normal(k, child.shape, child.dtype)
+                noise = gaussian_noise(k, child.shape, child.dtype, scale)
                 if subspace is not None:
                     noise = jnp.where(subspace, noise, 0.0)
                 child = child + noise

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from lrne.genome import Metrics, Population, PyTree
+from lrne.perturb import gaussian_noise
 from lrne.strategies.base import (
     Strategy,
     check_fitness,
@@ -91,7 +92,7 @@ def metropolis(num_chains: int, sigma: float, beta: float) -> Strategy:
         leaves, treedef = jax.tree.flatten(state.params)
         keys = jax.random.split(key, len(leaves))
         proposals = [
-            x + jnp.where(scored, sigma, 0.0) * jax.random.normal(k, x.shape, x.dtype)
+            x + gaussian_noise(k, x.shape, x.dtype, jnp.where(scored, sigma, 0.0))
             for x, k in zip(leaves, keys, strict=True)
         ]
         return Population(shared={}, members=jax.tree.unflatten(treedef, proposals)), state
