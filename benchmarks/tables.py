@@ -567,8 +567,7 @@ def updated(readme: str) -> str:
     readme = _replace_block(readme, "bench", render())
     readme = _replace_block(readme, "suite", render_suite())
     readme = _replace_block(readme, "lm_train", render_lm())
-    readme = _replace_block(readme, "paper_a_fair", render_paper_a_fair())
-    return _replace_block(readme, "paper_a", render_paper_a(_load("paper_a")))
+    return _replace_block(readme, "paper_a_fair", render_paper_a_fair())
 
 
 PAPER_A_TASKS = {
@@ -645,47 +644,6 @@ def render_paper_a_fair() -> str:
     if missing:
         lines += ["", f"Not run yet at fair settings: {', '.join(missing)}."]
     lines += ["", f"Machine: {'; '.join(machines)}."]
-    return "\n".join(lines)
-
-
-def render_paper_a(pa: dict) -> str:
-    """The factorized / full / small comparison of Garbus & Pollack, per task."""
-    labels = {
-        "lm": "LM, tiny Shakespeare (−loss, nats/char)",
-        "breakout": "MinAtar Breakout (return)",
-        "space_invaders": "MinAtar SpaceInvaders (return)",
-        "pendulum_pixels": "Pendulum-v1 from pixels (return)",
-    }
-    settings = pa["settings"]
-    lines = [
-        f"GA: population {settings['population']}, {settings['num_elites']} elites, "
-        f"σ = {settings['sigma']} (√σ per factor), {settings['seeds']} seeds per arm; "
-        "generations: "
-        + ", ".join(f"{t} {g}" for t, g in settings["generations"].items() if t in pa["tasks"])
-        + ". Final fitness: mean ± 95% CI over seeds; p: exact two-sided rank-sum test, "
-        "factorized vs that arm. Seconds and env steps per generation: the mean of "
-        "generations 2–6 → the last 5.",
-        "",
-        "| task | arm | params | genome | final fitness | p vs factorized "
-        "| s / generation | env steps / generation |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for task, arms in pa["tasks"].items():
-        for arm, row in arms.items():
-            p = "" if arm == "factorized" else f"{arms['factorized'][f'p_vs_{arm}']:.3f}"
-            steps = (
-                f"{row['env_steps_per_generation_first']:,.0f} → "
-                f"{row['env_steps_per_generation_last']:,.0f}"
-                if task != "lm"
-                else "(tokens)"
-            )
-            lines.append(
-                f"| {labels[task]} | {arm} | {row['num_params']:,} | "
-                f"{row['genome_bytes'] / 1e3:,.1f} kB | {_fmt(row['final_fitness'])} | {p} | "
-                f"{row['seconds_per_generation_first']:.3f} → "
-                f"{row['seconds_per_generation_last']:.3f} | {steps} |"
-            )
-    lines += ["", f"Machine: {pa['machine']}. Whole run: {pa['wall_seconds'] / 60:.0f} min."]
     return "\n".join(lines)
 
 

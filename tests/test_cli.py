@@ -20,23 +20,20 @@ import lrne
 import lrne.config as cfg
 from lrne.cli import main
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+CONFIG_DIR = Path(__file__).parent.parent / "configs"
+CONFIGS = sorted(CONFIG_DIR.glob("*.toml"))
 # One config per way of drawing (classic control, MinAtar, pixels) and the others
 # (which must refuse): rendering compiles a rollout, so not every config does.
 RENDERED = {
     "cartpole_ga",
-    "breakout_ga_factorized",
+    "breakout_factorized",
     "pendulum_pixels_es_lowrank",
     "lm_tinyshakespeare_es_lowrank",
     "lorenz_nres",
 }
-# The paper (a) arms repeat a strategy, task kind and model kind that another
-# config runs here by default (test_config builds every config): slow.
-REPEATED = {
-    "space_invaders_ga_factorized",
-    "pendulum_pixels_ga_factorized",
-    "lm_tinyshakespeare_ga_factorized",
-}
+# The one benchmark-written config run end to end: the factorized MinAtar CNN under the GA.
+PAPER_A_BREAKOUT = CONFIG_DIR / "paper_a" / "breakout_factorized.toml"
+RUN = [*CONFIGS, PAPER_A_BREAKOUT]
 TEXT = "ROMEO: to be or not to be, that is the question.\nJULIET: whether 'tis nobler.\n" * 12
 
 
@@ -62,8 +59,8 @@ def test_help_and_version(capsys):
 
 
 # Written by the benchmark scripts (configs/suite, configs/paper_a): each repeats a
-# strategy, task kind and model kind of a config above, so they are only loaded.
-BENCHMARK_CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*/*.toml"))
+# strategy, task kind and model kind of a config run below, so they are only loaded.
+BENCHMARK_CONFIGS = sorted(CONFIG_DIR.glob("*/*.toml"))
 
 
 @pytest.mark.parametrize("path", BENCHMARK_CONFIGS, ids=[p.stem for p in BENCHMARK_CONFIGS])
@@ -74,11 +71,7 @@ def test_benchmark_configs_load_and_round_trip(path):
     assert cfg.Config.from_dict(tomllib.loads(config.to_toml())) == config
 
 
-@pytest.mark.parametrize(
-    "path",
-    [pytest.param(p, marks=pytest.mark.slow) if p.stem in REPEATED else p for p in CONFIGS],
-    ids=[p.stem for p in CONFIGS],
-)
+@pytest.mark.parametrize("path", RUN, ids=[p.stem for p in RUN])
 def test_every_config_runs_and_its_run_is_used(path, tmp_path, capsys):
     config = cfg.load(path)
     run = tmp_path / "run"
