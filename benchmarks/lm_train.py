@@ -49,7 +49,14 @@ PROMPT = "ROMEO:"
 SETTINGS = {
     # From 4-minute probes (benchmarks/results/lm_probes/): σ ∈ {0.01, 0.02, 0.05},
     # Adam lr ∈ {0.01, 0.02, 0.03}, width 32 × 3 blocks vs 64 × 2 blocks.
-    "es": {"population": 256, "sigma": 0.01, "learning_rate": 0.01, "batch_size": 4},
+    # decay_steps > 0: cosine decay of the learning rate to a tenth over that many updates.
+    "es": {
+        "population": 256,
+        "sigma": 0.01,
+        "learning_rate": 0.01,
+        "batch_size": 4,
+        "decay_steps": 0,
+    },
     "adam": {"learning_rate": 3e-3, "batch_size": 32},
 }
 
@@ -73,12 +80,19 @@ def entropies(text: str, split: float = 0.9) -> dict[str, float]:
     }
 
 
+def learning_rate(setting: dict) -> optax.ScalarOrSchedule:
+    """The setting's learning rate: constant, or cosine-decayed to a tenth."""
+    if setting.get("decay_steps", 0) <= 0:
+        return setting["learning_rate"]
+    return optax.cosine_decay_schedule(setting["learning_rate"], setting["decay_steps"], 0.1)
+
+
 def train_es(task, setting: dict, seconds: float, every: float, seed: int):
     strategy = lrne.strategies.make(
         "es_lowrank",
         setting["population"],
         sigma=setting["sigma"],
-        optimizer=optax.adam(setting["learning_rate"]),
+        optimizer=optax.adam(learning_rate(setting)),
     )
     clock = TimeLimit(seconds)
     held_out = PeriodicScore(task.eval_loss, lambda state: state.mean, clock, every)
