@@ -1,9 +1,9 @@
 """An evolved character-level language model against backprop at equal wall-clock.
 
-One dense decoder-only transformer (``MODEL``: width 32, 4 heads, feed-forward
-128, 3 blocks, rotary positions, context 64: the paper_a "full" arm, 40k
-params) on tiny Shakespeare, trained for the same wall-clock (default 30
-minutes on this machine, compiling included) by
+One dense decoder-only transformer (``MODEL``: width 16, 2 heads, feed-forward
+64, 2 blocks, rotary positions, context 64: 7,600 params) on tiny Shakespeare,
+trained for the same wall-clock (default 30 minutes on this machine, compiling
+included) by
 
 - ``es``: lrne low-rank ES (registry ``es_lowrank``: rank-1 noise, antithetic
   pairs, centered ranks, Adam on the mean), a fresh batch of windows every
@@ -40,22 +40,24 @@ from common import RESULTS, PeriodicScore, corpus, machine, write
 
 import lrne
 from lrne.callbacks import TimeLimit
+from lrne.config import StrategySection
 from lrne.nn.transformer import Transformer
 from lrne.saved import run_keys
 
-MODEL = {"hidden": 32, "num_heads": 4, "ff": 128, "num_blocks": 3}
+MODEL = {"hidden": 16, "num_heads": 2, "ff": 64, "num_blocks": 2}
 CONTEXT = 64
 PROMPT = "ROMEO:"
 SETTINGS = {
-    # From 4-minute probes (benchmarks/results/lm_probes/): σ ∈ {0.01, 0.02, 0.05},
-    # Adam lr ∈ {0.01, 0.02, 0.03}, width 32 × 3 blocks vs 64 × 2 blocks.
-    # decay_steps > 0: cosine decay of the learning rate to a tenth over that many updates.
+    # From nine 4-minute probes (benchmarks/results/lm_probes/): σ ∈ {0.01, 0.02, 0.05},
+    # Adam lr ∈ {0.01, 0.02, 0.03}, population 256-1024 × 1-4 windows, widths 16-64 ×
+    # 1-3 blocks. decay_steps > 0: cosine decay of the learning rate to a tenth over that
+    # many updates (about the updates a 30-minute run makes).
     "es": {
-        "population": 256,
+        "population": 1024,
         "sigma": 0.01,
         "learning_rate": 0.01,
-        "batch_size": 4,
-        "decay_steps": 0,
+        "batch_size": 1,
+        "decay_steps": 11000,
     },
     "adam": {"learning_rate": 3e-3, "batch_size": 32},
 }
@@ -80,20 +82,15 @@ def entropies(text: str, split: float = 0.9) -> dict[str, float]:
     }
 
 
-def learning_rate(setting: dict) -> optax.ScalarOrSchedule:
-    """The setting's learning rate: constant, or cosine-decayed to a tenth."""
-    if setting.get("decay_steps", 0) <= 0:
-        return setting["learning_rate"]
-    return optax.cosine_decay_schedule(setting["learning_rate"], setting["decay_steps"], 0.1)
-
-
 def train_es(task, setting: dict, seconds: float, every: float, seed: int):
-    strategy = lrne.strategies.make(
-        "es_lowrank",
-        setting["population"],
+    # Built as `lrne train` builds a [strategy] section (its decay_steps included).
+    strategy = StrategySection(
+        name="es_lowrank",
+        population_size=setting["population"],
         sigma=setting["sigma"],
-        optimizer=optax.adam(learning_rate(setting)),
-    )
+        learning_rate=setting["learning_rate"],
+        decay_steps=setting["decay_steps"] or None,
+    ).build(task)
     clock = TimeLimit(seconds)
     held_out = PeriodicScore(task.eval_loss, lambda state: state.mean, clock, every)
     key = run_keys(seed)[0]  # as `lrne train` derives it from run.seed

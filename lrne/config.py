@@ -283,7 +283,9 @@ class StrategySection(Section):
 
     Overrides left out (``None``) keep the registry entry's defaults
     (:mod:`lrne.strategies.registry`). ``optimizer`` + ``learning_rate`` build
-    ``optax.<optimizer>(learning_rate)`` (``learning_rate`` alone: Adam).
+    ``optax.<optimizer>(learning_rate)`` (``learning_rate`` alone: Adam);
+    ``decay_steps`` makes the learning rate a cosine decay to a tenth of itself
+    over that many updates (then constant).
     """
 
     SECTION: ClassVar[str] = "strategy"
@@ -299,11 +301,14 @@ class StrategySection(Section):
     beta: float | None = setting(None, above=0)
     optimizer: str | None = setting(None, choices=OPTIMIZERS)
     learning_rate: float | None = setting(None, above=0)
+    decay_steps: int | None = setting(None, at_least=1)
     truncation_length: int | None = setting(None, at_least=1, quick=5)
 
     def validate(self) -> None:
         if self.optimizer is not None and self.learning_rate is None:
             raise ConfigError("strategy.learning_rate", "required with strategy.optimizer")
+        if self.decay_steps is not None and self.learning_rate is None:
+            raise ConfigError("strategy.learning_rate", "required with strategy.decay_steps")
 
     def overrides(self) -> dict[str, Any]:
         """The factory keyword arguments the section sets."""
@@ -312,10 +317,13 @@ class StrategySection(Section):
         kw = {
             k: v
             for k, v in self.to_dict().items()
-            if k not in ("name", "population_size", "optimizer", "learning_rate")
+            if k not in ("name", "population_size", "optimizer", "learning_rate", "decay_steps")
         }
         if self.learning_rate is not None:
-            kw["optimizer"] = getattr(optax, self.optimizer or "adam")(self.learning_rate)
+            rate: optax.ScalarOrSchedule = self.learning_rate
+            if self.decay_steps is not None:
+                rate = optax.cosine_decay_schedule(rate, self.decay_steps, alpha=0.1)
+            kw["optimizer"] = getattr(optax, self.optimizer or "adam")(rate)
         if self.freeze is not None:
             kw["freeze"] = tuple(self.freeze)
         return kw
@@ -362,7 +370,7 @@ class StrategySection(Section):
         params = inspect.signature(getattr(lrne.strategies, func)).parameters
         names = [k for k in self.keys()[2:] if k in params]
         if "optimizer" in params:
-            names.append("learning_rate")
+            names += ["learning_rate", "decay_steps"]
         return names
 
     def _key_in(self, message: str) -> str:

@@ -68,6 +68,28 @@ def test_a_new_kind_starts_its_section_from_its_defaults():
     assert (pixels.model.kind, pixels.model.strides) == ("minatar_cnn", (2, 2))
 
 
+def test_decay_steps_make_the_learning_rate_a_cosine_decay_to_a_tenth():
+    config = cfg.load(None, ["strategy.name=es", "strategy.learning_rate=0.1"])
+    decayed = cfg.load(
+        None, ["strategy.name=es", "strategy.learning_rate=0.1", "strategy.decay_steps=4"]
+    )
+    grads = jax.numpy.ones(3)
+
+    def steps(optimizer, n):  # Adam on a constant gradient moves each step by its rate
+        state, moves = optimizer.init(grads), []
+        for _ in range(n):
+            update, state = optimizer.update(grads, state)
+            moves.append(float(-update[0]))
+        return moves
+
+    constant = steps(config.strategy.overrides()["optimizer"], 6)
+    cosine = steps(decayed.strategy.overrides()["optimizer"], 6)
+    assert constant == pytest.approx([0.1] * 6, rel=1e-4)
+    # 0.1 · (0.1 + 0.9 · (1 + cos(π t / 4)) / 2), then 0.01 from t = 4 on.
+    expected = [0.01 + 0.09 * (1 + math.cos(math.pi * min(t, 4) / 4)) / 2 for t in range(6)]
+    assert cosine == pytest.approx(expected, rel=1e-4)
+
+
 def test_strings_survive_the_toml_writer(tmp_path):
     odd = 'a "quoted" \\ path\twith ünïcode\x7f'
     config = cfg.load(None, [f"run.output={tmp_path}"])
@@ -112,6 +134,7 @@ BAD = [
     ("[strategy]\ndensity = 1.5\n", [], ["strategy.density", "<= 1"]),
     ('[strategy]\noptimizer = "adam"\n', [], ["strategy.learning_rate", "required"]),
     ('[strategy]\noptimizer = "adamm"\n', [], ["strategy.optimizer", "'sgd'"]),
+    ('[strategy]\nname = "es"\ndecay_steps = 9\n', [], ["strategy.learning_rate", "decay_steps"]),
     (
         '[strategy]\nname = "es"\nnum_elites = 4\n',
         [],
