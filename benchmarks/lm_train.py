@@ -18,8 +18,10 @@ entropy and the bigram conditional entropy of the held-out text under counts
 from the training text (add-one smoothing). The issue's targets quote the
 whole corpus: unigram 3.31, bigram 2.45 nats/char.
 
-Writes ``benchmarks/results/lm_train_<method>.json``; ``--plot`` draws both
-curves into ``lm_train.png``.
+Writes ``benchmarks/results/lm_train_<method>.json``; ``--plot`` draws the
+curves of both methods into ``lm_train.png``, with those of the earlier
+40,192-param runs (``lm_train_<method>_40k.json``: width 32, 4 heads,
+feed-forward 128, 3 blocks) where present.
 
     python benchmarks/lm_train.py --method es [--minutes 30] [--quick]
     python benchmarks/lm_train.py --method adam
@@ -139,15 +141,16 @@ def plot() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    for i, method in enumerate(("es", "adam")):
-        path = RESULTS / f"lm_train_{method}.json"
+    for name, style in (("es", "C0-"), ("adam", "C1-"), ("es_40k", "C0-."), ("adam_40k", "C1-.")):
+        path = RESULTS / f"lm_train_{name}.json"
         if not path.exists():
             continue
         result = json.loads(path.read_text())
         curve = result["curve"]
-        label = {"es": "lrne low-rank ES", "adam": "backprop (Adam)"}[method]
+        label = {"es": "lrne low-rank ES", "adam": "backprop (Adam)"}[result["method"]]
+        label += f", {result['model']['params']:,} params"
         minutes = [r["seconds"] / 60 for r in curve]
-        ax.plot(minutes, [r["score"] for r in curve], f"C{i}", label=label)
+        ax.plot(minutes, [r["score"] for r in curve], style, label=label)
         reference = result["reference"]
     ax.axhline(reference["bigram"], color="gray", ls="--", lw=1, label="bigram (held-out)")
     ax.axhline(reference["unigram"], color="gray", ls=":", lw=1, label="unigram (held-out)")

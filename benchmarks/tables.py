@@ -525,39 +525,54 @@ def render_suite() -> str:
     return "\n".join(lines)
 
 
+LM_RUNS = {
+    "es": "lrne low-rank ES",
+    "adam": "backprop, optax Adam",
+    "es_40k": "lrne low-rank ES",
+    "adam_40k": "backprop, optax Adam",
+}
+"""benchmarks/results/lm_train_<name>.json: the default model, then the 40k-param one."""
+
+
 def render_lm() -> str:
     """The evolved language model against Adam, from benchmarks/results/lm_train_*.json."""
     runs = {}
-    for method in ("es", "adam"):
-        path = ROOT / "benchmarks" / "results" / f"lm_train_{method}.json"
+    for name in LM_RUNS:
+        path = ROOT / "benchmarks" / "results" / f"lm_train_{name}.json"
         if path.exists():
-            runs[method] = json.loads(path.read_text())
+            runs[name] = json.loads(path.read_text())
     if not runs:
         return "Not run yet: `python benchmarks/lm_train.py --method es` (and `adam`)."
     first = next(iter(runs.values()))
-    model, ref = first["model"], first["reference"]
+    ref = first["reference"]
     lines = [
-        f"Transformer: width {model['hidden']}, {model['num_heads']} heads, feed-forward "
-        f"{model['ff']}, {model['num_blocks']} blocks, context {model['context']}, "
-        f"{model['params']:,} params; {first['seconds'] / 60:.0f} minutes of wall-clock each "
-        "(compiling included, held-out scoring excluded). Held-out loss: the first 32,768 "
-        "characters of the last 10% of the text. References on the last 10% with counts from "
-        f"the first 90%: unigram {ref['unigram']:.2f}, bigram {ref['bigram']:.2f} nats/char.",
+        f"Context {first['model']['context']}; {first['seconds'] / 60:.0f} minutes of "
+        "wall-clock each (compiling included, held-out scoring excluded). Held-out loss: the "
+        "first 32,768 characters of the last 10% of the text. References on the last 10% with "
+        f"counts from the first 90%: unigram {ref['unigram']:.2f}, bigram {ref['bigram']:.2f} "
+        "nats/char.",
         "",
-        "| method | setting | held-out loss at the end | best seen | updates | tokens scored |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| transformer | method | setting | held-out loss at the end | best seen | updates "
+        "| tokens scored |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    labels = {"es": "lrne low-rank ES", "adam": "backprop, optax Adam"}
-    for method, run in runs.items():
+    for name, run in runs.items():
+        m = run["model"]
+        model = (
+            f"width {m['hidden']}, {m['num_heads']} heads, ff {m['ff']}, {m['num_blocks']} "
+            f"blocks: {m['params']:,} params"
+        )
         setting = ", ".join(f"{k} {v}" for k, v in run["setting"].items())
         last = run["curve"][-1]
         lines.append(
-            f"| {labels[method]} | {setting} | {run['final_eval_loss']:.3f} | "
+            f"| {model} | {LM_RUNS[name]} | {setting} | {run['final_eval_loss']:.3f} | "
             f"{run['best_eval_loss']:.3f} | {last['generation']:,} | {last['steps'] / 1e6:.0f} M |"
         )
-    for method, run in runs.items():
-        lines += ["", f"200 characters from the {labels[method]} model (temperature 1):", ""]
-        lines += ["```text", run["sample"], "```"]
+    for name, run in runs.items():
+        if name.endswith("_40k"):
+            continue
+        about = f"{LM_RUNS[name]} model ({run['model']['params']:,} params, temperature 1)"
+        lines += ["", f"200 characters from the {about}:", "", "```text", run["sample"], "```"]
     machines = sorted({r["machine"] for r in runs.values()})
     lines += ["", f"Machine: {'; '.join(machines)}."]
     return "\n".join(lines)
