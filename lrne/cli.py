@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="evolve a model on a task from a config",
         description=(
             "Run a strategy on a task. With no options: the factorized GA (W = A·B per "
-            "layer, rank 4) on CartPole-v1, ~20 s. A config file (TOML: [run], [strategy], "
+            "layer, rank 4) on CartPole-v1, ~10 s. A config file (TOML: [run], [strategy], "
             "[task], [model]) runs any strategy of lrne.strategies.REGISTRY on a gymnax env, "
             "pixel Pendulum, a language model, Lorenz or digits; see configs/. Order: the "
             "config (or the built-in default), then --quick, then the options below, then "

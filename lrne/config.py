@@ -71,7 +71,7 @@ DEFAULT: dict[str, dict[str, Any]] = {
     "model": {"kind": "mlp", "hidden": [64, 64], "rank": 4},
 }
 """What ``lrne train`` runs without ``--config`` (``configs/cartpole_ga.toml``): the
-factorized GA on CartPole-v1, ~20 s on 2 cores."""
+factorized GA on CartPole-v1, ~10 s on 2 cores."""
 
 
 class ConfigError(ValueError):
