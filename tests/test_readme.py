@@ -21,10 +21,18 @@ def test_benchmark_tables_match_committed_results():
     assert done.returncode == 0, done.stdout
 
 
-def test_api_examples_run_as_written():
-    blocks = re.findall(r"```python\n(.*?)```", README.split("## API", 1)[1], re.S)
-    namespace: dict = {}
-    exec(compile(blocks[0], "README.md", "exec"), namespace)
+def _api_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.split("## API", 1)[1], re.S)
+
+
+def _run(block: str, namespace: dict) -> dict:
+    exec(compile(block, "README.md", "exec"), namespace)
+    return namespace
+
+
+def test_api_ga_and_es_examples_run_as_written():
+    blocks = _api_blocks()
+    namespace = _run(blocks[0], {})
     assert float(namespace["metrics"]["best_fitness"]) >= 475.0
     assert namespace["history"]["best_fitness"].shape == (20,)
     # The rank-4 GA solved CartPole: its best member on 64 fresh episodes it was
@@ -34,16 +42,23 @@ def test_api_examples_run_as_written():
         float(namespace["lrne"].evaluate_best(namespace["task"], best, jax.random.key(8), 64))
         >= 475.0
     )
-    exec(compile(blocks[1], "README.md", "exec"), namespace)  # ES, on the same task
+    _run(blocks[1], namespace)  # ES, on the same task
     assert float(namespace["metrics"]["fitness_mean"]) >= 400.0
+
+
+def test_api_flax_and_online_examples_run_as_written():
+    """The next two blocks, after the imports the earlier ones made (one test
+    each half, so that the two xdist workers share the README's examples)."""
+    blocks = _api_blocks()
+    namespace = _run("import jax\nimport lrne\nimport optax\n", {})
     # A stock flax.linen policy: low-rank ES solves CartPole through interception.
-    exec(compile(blocks[2], "README.md", "exec"), namespace)
+    _run(blocks[2], namespace)
     assert len(namespace["result"].history) == 30
     score = namespace["lrne"].evaluate_best(
         namespace["task"], namespace["result"].state.mean, jax.random.key(7)
     )
     assert float(score) >= 475.0
-    exec(compile(blocks[3], "README.md", "exec"), namespace)  # NRES on Lorenz
+    _run(blocks[3], namespace)  # NRES on Lorenz
     assert float(namespace["task"].loss(namespace["state"].mean)) < 150.0
     assert namespace["history"]["update_norm"].shape == (200,)
 
