@@ -484,7 +484,7 @@ def render_suite() -> str:
         "Open_ES / PPO |",
         "| --- | " + " | ".join("---:" for _ in SUITE_METHODS) + " | --- |",
     ]
-    wins, complete = {"openes": 0, "ppo": 0}, 0
+    wins, n = {"openes": 0, "ppo": 0}, 0  # n: envs with all methods run
     for env in SUITE_ENVS:
         if env not in results:
             lines.append(f"| {env} | " + " | ".join("not run yet" for _ in SUITE_METHODS) + " | |")
@@ -505,7 +505,7 @@ def render_suite() -> str:
             cells.append(cell)
         means = {m: e["final_return"]["mean"] for m, e in result["methods"].items()}
         if set(means) == set(SUITE_METHODS):
-            complete += 1
+            n += 1
             lrne = max(means["lrne_es"], means["lrne_ga"])
             verdict = []
             for other in wins:
@@ -517,7 +517,6 @@ def render_suite() -> str:
             cells.append(f"{len(means)} of {len(SUITE_METHODS)} methods run")
         lines.append(f"| {env} ({result['threshold']:g}) | " + " | ".join(cells) + " |")
     machines = sorted({r["machine"] for r in results.values()})
-    n = complete
     lines += [
         "",
         f"By the mean final return, the better lrne method is ≥ evosax Open_ES on "
@@ -529,13 +528,9 @@ def render_suite() -> str:
     return "\n".join(lines)
 
 
-LM_RUNS = {
-    "es": "lrne low-rank ES",
-    "adam": "backprop, optax Adam",
-    "es_40k": "lrne low-rank ES",
-    "adam_40k": "backprop, optax Adam",
-}
+LM_RUNS = ("es", "adam", "es_40k", "adam_40k")
 """benchmarks/results/lm_train_<name>.json: the default model, then the 40k-param one."""
+LM_METHODS = {"es": "lrne low-rank ES", "adam": "backprop, optax Adam"}
 
 
 def render_lm() -> str:
@@ -560,7 +555,7 @@ def render_lm() -> str:
         "| tokens scored |",
         "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for name, run in runs.items():
+    for run in runs.values():
         m = run["model"]
         model = (
             f"width {m['hidden']}, {m['num_heads']} heads, ff {m['ff']}, {m['num_blocks']} "
@@ -569,13 +564,14 @@ def render_lm() -> str:
         setting = ", ".join(f"{k} {v}" for k, v in run["setting"].items())
         last = run["curve"][-1]
         lines.append(
-            f"| {model} | {LM_RUNS[name]} | {setting} | {run['final_eval_loss']:.3f} | "
+            f"| {model} | {LM_METHODS[run['method']]} | {setting} | {run['final_eval_loss']:.3f} | "
             f"{run['best_eval_loss']:.3f} | {last['generation']:,} | {last['steps'] / 1e6:.0f} M |"
         )
     for name, run in runs.items():
         if name.endswith("_40k"):
             continue
-        about = f"{LM_RUNS[name]} model ({run['model']['params']:,} params, temperature 1)"
+        params = run["model"]["params"]
+        about = f"{LM_METHODS[run['method']]} model ({params:,} params, temperature 1)"
         lines += ["", f"200 characters from the {about}:", "", "```text", run["sample"], "```"]
     machines = sorted({r["machine"] for r in runs.values()})
     lines += ["", f"Machine: {'; '.join(machines)}."]
