@@ -2,9 +2,19 @@
 
 Garbus & Pollack 2025, *Low Rank Factorizations are Indirect Encodings for Deep
 Neuroevolution* (arXiv 2504.03037).
+
+``import lrne`` loads the library. The shell around it, :mod:`lrne.callbacks`
+(progress bar, metrics file), :mod:`lrne.checkpoint`, :mod:`lrne.config` and
+:mod:`lrne.saved` (:func:`lrne.load_run`), is imported on first use of
+``lrne.callbacks``, ``lrne.load_run`` and the like, so the library never pulls in
+rich, orbax or the config schema.
 """
 
+from __future__ import annotations
+
+import importlib as _importlib
 from importlib import metadata as _metadata
+from typing import TYPE_CHECKING, Any
 
 from lrne import distributed, genome, nn, perturb, strategies, tasks, wrappers
 from lrne.distributed import sharded_generation_step
@@ -20,7 +30,6 @@ from lrne.genome import (
     materialize,
 )
 from lrne.runner import Callback, RunResult, evaluate_best, run
-from lrne.saved import load_run
 from lrne.strategies import (
     ESState,
     GAState,
@@ -35,6 +44,38 @@ from lrne.strategies import (
     pes,
     tes,
 )
+
+if TYPE_CHECKING:  # for type checkers and the API docs; loaded lazily below
+    from lrne import callbacks
+    from lrne import checkpoint as checkpoint
+    from lrne import config as config
+    from lrne import saved as saved
+    from lrne.saved import load_run
+
+# Shell names loaded on first access: name -> (module, attribute or None for the module).
+_LAZY: dict[str, tuple[str, str | None]] = {
+    "callbacks": ("lrne.callbacks", None),
+    "checkpoint": ("lrne.checkpoint", None),
+    "config": ("lrne.config", None),
+    "saved": ("lrne.saved", None),
+    "load_run": ("lrne.saved", "load_run"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a shell module (or one of its names) the first time it is used."""
+    if name not in _LAZY:
+        raise AttributeError(f"module 'lrne' has no attribute {name!r}")
+    module_name, attribute = _LAZY[name]
+    module = _importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 try:
     # The version is written once, in pyproject.toml; an installed lrne carries it.
@@ -53,6 +94,7 @@ __all__ = [
     "Population",
     "RunResult",
     "Strategy",
+    "callbacks",
     "count_params",
     "distributed",
     "ensemble_predict",

@@ -103,10 +103,26 @@ def _widths(text: str) -> tuple[int, ...]:
 _widths.__name__ = "widths"  # type: ignore[attr-defined]  # argparse names it in messages
 
 
-def _default_of(key: str) -> Any:
+def _default_of(key: str, default: cfg.Config) -> str | None:
+    """The default of a shortcut's key as help text: its value in the ``default`` run,
+    or for a strategy option, each strategy's (read from the registry, where they are
+    stated)."""
+    from lrne.strategies import registry
+
+    value = default.get(key)
     section, _, name = key.partition(".")
-    value = cfg.DEFAULT.get(section, {}).get(name)
-    return ",".join(map(str, value)) if isinstance(value, list) else value
+    if value is None and section == "strategy":
+        by_value: dict[Any, list[str]] = {}
+        for strategy, data in registry.DEFAULTS.items():
+            if name == "num_elites" and "elite_ratio" in data:
+                rule = f"max(1, population size × {data['elite_ratio']:g})"
+                by_value.setdefault(rule, []).append(strategy)
+            elif name in data:
+                by_value.setdefault(data[name], []).append(strategy)
+        return "; ".join(f"{v} for {', '.join(names)}" for v, names in by_value.items()) or None
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return None if value is None else str(value)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,8 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="shrink the config to a seconds-long smoke run (2 generations, population 8, "
         "short episodes, small models); explicit options and --set keep their values",
     )
+    default_run = cfg.load()
     for flag, key, kind, text in SHORTCUTS:
-        default = _default_of(key)
+        default = _default_of(key, default_run)
         shown = f" (default: {default})" if default is not None else ""
         metavar = {int: "N", float: "X", None: "W,W"}.get(kind, flag[2:].upper())
         train.add_argument(
@@ -276,10 +293,13 @@ def resolve_train_config(
     origins.add(assignments, "--set")
     layers = [stored.to_dict(), shortcuts, assignments]
     config = checked(lambda: cfg.Config.from_dict(cfg.merge(layers)))
+    # Compared with the defaults written in: an option that repeats a default the
+    # run used (in a config.toml written before defaults were) changes nothing.
+    resolved, stored_resolved = checked(config.resolve), checked(stored.resolve)
     for key in explicit:
         if key in RESUMABLE:
             continue
-        ours, theirs = config.get(key), stored.get(key)
+        ours, theirs = resolved.get(key), stored_resolved.get(key)
         if key == "run.output":
             same = Path(ours).resolve() == run_dir.resolve()
         else:
@@ -293,8 +313,9 @@ def resolve_train_config(
                 f"{run_dir / 'config.toml'}); with --resume only "
                 f"{', '.join(RESUMABLE)} may change",
             )
+    # The run's own sections; of [run], the lengths given here.
     run = dataclasses.replace(config.run, output=str(run_dir.resolve()))
-    return dataclasses.replace(config, run=run), True
+    return dataclasses.replace(stored, run=run), True
 
 
 def _read_run_config(run_dir: Path) -> cfg.Config:
@@ -401,7 +422,7 @@ def train(config: cfg.Config, built: cfg.Built, resume: bool = False) -> dict[st
     if not resume:
         # A new run: the run state of an earlier one in the same directory goes.
         shutil.rmtree(output / "run_state", ignore_errors=True)
-    _write_config(output, config)
+    _write_config(output, config.resolve())  # every value the run uses, defaults included
     log = MetricsLog(output / "metrics.jsonl")
     callbacks: list[Any] = [_Announce(), log] if resume else [log]
     if config.run.seconds:  # None or 0: no limit

@@ -25,9 +25,14 @@ it changes::
 Each section is a frozen dataclass whose fields are the allowed keys, with
 their type, range and choices in the field's metadata (:func:`setting`); the
 task and model sections have one dataclass per ``kind`` (:data:`TASKS`,
-:data:`MODELS`). Strategy overrides left out keep the registry's defaults; an
-override a strategy does not take (``num_elites`` for ES) is an error. Online
-ES (:data:`lrne.strategies.registry.ONLINE`) get ``horizon=task.horizon``.
+:data:`MODELS`). Strategy overrides left out keep the registry's defaults
+(:func:`lrne.strategies.registry.defaults`); an override a strategy does not
+take (``num_elites`` for ES) is an error. Online ES
+(:data:`lrne.strategies.registry.ONLINE`) get ``horizon=task.horizon``. A task
+key that is an argument of the task's class defaults to that argument's
+default (:func:`library_default`): defaults are stated once, in the library.
+:meth:`Config.resolve` fills in every default, so the ``config.toml`` a run
+writes holds every value the run used and reruns it bit for bit.
 
 Relative paths (``run.output``, ``task.text``) are relative to the current
 directory; the config a run writes (``config.toml`` in its directory, itself a
@@ -54,24 +59,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple, Self
 
+from lrne.strategies import registry
+from lrne.tasks import Classification, Gymnax, LanguageModel, Lorenz
+from lrne.tasks.classification import OBJECTIVES
+
 if TYPE_CHECKING:
     import jax
 
 SECTIONS = ("run", "strategy", "task", "model")
 # A section whose discriminator changes (in a later layer) starts afresh from its defaults.
 DISCRIMINATORS = {"strategy": "name", "task": "kind", "model": "kind"}
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adabelief", "lion", "nadam")
+OPTIMIZERS = registry.OPTIMIZERS
 ACTIVATIONS = ("tanh", "relu", "gelu", "silu", "sigmoid")
 TINYSHAKESPEARE = "tinyshakespeare"
 
 DEFAULT: dict[str, dict[str, Any]] = {
-    "run": {"seed": 0, "generations": 20, "checkpoint_every": 10, "output": "runs/train"},
-    "strategy": {"name": "ga", "population_size": 256, "num_elites": 16, "sigma": 0.5},
-    "task": {"kind": "gymnax", "env": "CartPole-v1", "num_episodes": 1, "compaction": 0.5},
-    "model": {"kind": "mlp", "hidden": [64, 64], "rank": 4},
+    "run": {},
+    "strategy": {"name": "ga"},
+    "task": {"kind": "gymnax"},
+    "model": {"kind": "mlp"},
 }
-"""What ``lrne train`` runs without ``--config`` (``configs/cartpole_ga.toml``): the
-factorized GA on CartPole-v1, ~10 s on 2 cores."""
+"""What ``lrne train`` runs without ``--config`` (``configs/cartpole_ga.toml``): every key
+at its default, the factorized GA (the registry's ``ga``) on CartPole-v1, ~10 s on 2 cores.
+It names only the kinds, so that a later layer that changes one drops the others' keys."""
+
+
+def library_default(owner: Callable[..., Any], param: str) -> Any:
+    """The default of argument ``param`` of ``owner`` (a class: of its constructor).
+
+    A config key that is a library argument takes its default from the library,
+    so the two cannot disagree.
+    """
+    return inspect.signature(owner).parameters[param].default
 
 
 class ConfigError(ValueError):
@@ -214,8 +233,11 @@ class Section:
             if f.name not in data:
                 if strict and f.default is not None:
                     raise ConfigError(key, "missing")
-                continue
-            value = _coerce(data[f.name], hints[f.name], key)
+                if not f.metadata.get("path"):
+                    continue
+                value = f.default  # a default path is resolved as a given one is
+            else:
+                value = _coerce(data[f.name], hints[f.name], key)
             if f.metadata.get("path") and value != TINYSHAKESPEARE:
                 value = str(Path(value).expanduser().resolve())
             _check(value, f.metadata, hints[f.name], key)
@@ -272,9 +294,7 @@ class RunSection(Section):
 
 
 def _strategy_names() -> list[str]:
-    from lrne.strategies import REGISTRY
-
-    return sorted(REGISTRY)
+    return sorted(registry.REGISTRY)
 
 
 @dataclass(frozen=True)
@@ -282,10 +302,11 @@ class StrategySection(Section):
     """``[strategy]``: a registry name, the population size and overrides of its defaults.
 
     Overrides left out (``None``) keep the registry entry's defaults
-    (:mod:`lrne.strategies.registry`). ``optimizer`` + ``learning_rate`` build
-    ``optax.<optimizer>(learning_rate)`` (``learning_rate`` alone: Adam);
-    ``decay_steps`` makes the learning rate a cosine decay to a tenth of itself
-    over that many updates (then constant).
+    (:func:`lrne.strategies.registry.defaults`; :meth:`resolve` writes them in).
+    ``optimizer`` names an optax optimizer built with ``learning_rate``
+    (``learning_rate`` alone: the strategy's default optimizer); ``decay_steps``
+    makes the learning rate a cosine decay to a tenth of itself over that many
+    updates (then constant).
     """
 
     SECTION: ClassVar[str] = "strategy"
@@ -303,6 +324,7 @@ class StrategySection(Section):
     learning_rate: float | None = setting(None, above=0)
     decay_steps: int | None = setting(None, at_least=1)
     truncation_length: int | None = setting(None, at_least=1, quick=5)
+    dense_noise: tuple[str, ...] | None = None
 
     def validate(self) -> None:
         if self.optimizer is not None and self.learning_rate is None:
@@ -310,31 +332,58 @@ class StrategySection(Section):
         if self.decay_steps is not None and self.learning_rate is None:
             raise ConfigError("strategy.learning_rate", "required with strategy.decay_steps")
 
+    def options(self) -> list[str]:
+        """The keys (past ``name`` and ``population_size``) the strategy takes.
+
+        Raises:
+            ConfigError: the section sets a key the strategy does not take.
+        """
+        takes = set(registry.options(self.name))
+        if "optimizer" in takes:
+            takes.add("decay_steps")
+        options = [k for k in self.keys()[2:] if k in takes]
+        for key in self.to_dict():
+            if key not in ("name", "population_size", *options):
+                raise ConfigError(
+                    f"strategy.{key}",
+                    f"not an option of strategy {self.name!r}; its options: {', '.join(options)}",
+                )
+        return options
+
+    def resolve(self, horizon: int | None = None) -> StrategySection:
+        """The section with every option the strategy takes set: the keys left out
+        get the registry's defaults (``horizon``: an online ES's task's).
+
+        Raises:
+            ConfigError: a key the strategy does not take.
+        """
+        options = self.options()
+        given = self.to_dict()
+        library = registry.defaults(self.name, self.population_size, horizon)
+        filled = {k: v for k, v in library.items() if k in options and k not in given}
+        filled = {k: list(v) if isinstance(v, tuple) else v for k, v in filled.items()}
+        return type(self).parse({**given, **filled})
+
     def overrides(self) -> dict[str, Any]:
-        """The factory keyword arguments the section sets."""
+        """The keyword arguments of :func:`lrne.strategies.registry.make` the section sets."""
         import optax
 
         kw = {
-            k: v
-            for k, v in self.to_dict().items()
-            if k not in ("name", "population_size", "optimizer", "learning_rate", "decay_steps")
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if getattr(self, f.name) is not None
+            and f.name not in ("name", "population_size", "decay_steps")
         }
-        if self.learning_rate is not None:
-            rate: optax.ScalarOrSchedule = self.learning_rate
-            if self.decay_steps is not None:
-                rate = optax.cosine_decay_schedule(rate, self.decay_steps, alpha=0.1)
-            kw["optimizer"] = getattr(optax, self.optimizer or "adam")(rate)
-        if self.freeze is not None:
-            kw["freeze"] = tuple(self.freeze)
+        if self.decay_steps is not None:
+            rate = optax.cosine_decay_schedule(self.learning_rate, self.decay_steps, alpha=0.1)
+            kw["learning_rate"] = rate
         return kw
 
     def build(self, task: Any) -> Any:
         """The strategy, for ``task`` (its ``horizon`` for an online ES)."""
-        from lrne.strategies import make
-        from lrne.strategies.registry import ONLINE
-
+        self.options()  # names a key the strategy does not take
         kw = self.overrides()
-        if self.name in ONLINE:
+        if self.name in registry.ONLINE:
             horizon = getattr(task, "horizon", None)
             if horizon is None:
                 unrollable = ", ".join(k for k, c in TASKS.items() if c.UNROLLABLE)
@@ -345,33 +394,9 @@ class StrategySection(Section):
                 )
             kw["horizon"] = horizon
         try:
-            return make(self.name, self.population_size, **kw)
-        except TypeError as error:
-            unexpected = re.search(
-                r"(\w+)\(\) got an unexpected keyword argument '(\w+)'", str(error)
-            )
-            if unexpected is None:
-                raise
-            func, arg = unexpected.groups()
-            given = [k for k in ("optimizer", "learning_rate") if getattr(self, k) is not None]
-            key = given[0] if arg == "optimizer" else arg
-            raise ConfigError(
-                f"strategy.{key}",
-                f"not an option of strategy {self.name!r}; its options: "
-                + ", ".join(self._options_of(func)),
-            ) from None
+            return registry.make(self.name, self.population_size, **kw)
         except ValueError as error:
             raise ConfigError(self._key_in(str(error)), str(error)) from None
-
-    def _options_of(self, func: str) -> list[str]:
-        """The schema keys the strategy factory ``func`` takes."""
-        import lrne.strategies
-
-        params = inspect.signature(getattr(lrne.strategies, func)).parameters
-        names = [k for k in self.keys()[2:] if k in params]
-        if "optimizer" in params:
-            names += ["learning_rate", "decay_steps"]
-        return names
 
     def _key_in(self, message: str) -> str:
         first = re.match(r"\w+", message)
@@ -523,10 +548,13 @@ class _RolloutTask(TaskSection):
 
     MODELS: ClassVar[tuple[str, ...]] = ("mlp", "minatar_cnn")
     UNROLLABLE: ClassVar[bool] = True
-    num_episodes: int = setting(1, at_least=1, quick=1)
-    max_steps: int | None = setting(None, at_least=1, quick=20, fill=True)
-    early_exit: bool = True
-    compaction: float = setting(0.75, at_least=0, below=1)
+    num_episodes: int = setting(library_default(Gymnax, "num_episodes"), at_least=1, quick=1)
+    max_steps: int | None = setting(
+        library_default(Gymnax, "max_steps"), at_least=1, quick=20, fill=True
+    )
+    early_exit: bool = library_default(Gymnax, "early_exit")
+    # 0 = off (Gymnax's compaction=None)
+    compaction: float = setting(library_default(Gymnax, "compaction"), at_least=0, below=1)
 
     def make_env(self) -> tuple[Any, Any]:
         """``(env, env_params)``."""
@@ -626,12 +654,14 @@ class LanguageModelTask(TaskSection):
 
     kind: str = setting("language_model", choices=lambda: tuple(TASKS))
     text: str = setting(TINYSHAKESPEARE, path=True)
-    context: int = setting(64, at_least=1, quick=8)
-    batch_size: int = setting(32, at_least=1, quick=2)
-    fresh_batches: bool = True
-    eval_fraction: float = setting(0.1, above=0, below=1)
-    eval_tokens: int = setting(32_768, at_least=1, quick=64)
-    batch_seed: int = setting(0, at_least=0)
+    context: int = setting(library_default(LanguageModel, "context"), at_least=1, quick=8)
+    batch_size: int = setting(library_default(LanguageModel, "batch_size"), at_least=1, quick=2)
+    fresh_batches: bool = library_default(LanguageModel, "fresh_batches")
+    eval_fraction: float = setting(
+        library_default(LanguageModel, "eval_fraction"), above=0, below=1
+    )
+    eval_tokens: int = setting(library_default(LanguageModel, "eval_tokens"), at_least=1, quick=64)
+    batch_seed: int = setting(library_default(LanguageModel, "seed"), at_least=0)
     MODELS: ClassVar[tuple[str, ...]] = ("transformer",)
     DEFAULT_MODEL: ClassVar[dict[str, Any]] = {"kind": "transformer"}
 
@@ -700,8 +730,8 @@ class LorenzTask(TaskSection):
     """``kind = "lorenz"``: :class:`lrne.tasks.Lorenz`, fit (log a, log r); no model."""
 
     kind: str = setting("lorenz", choices=lambda: tuple(TASKS))
-    horizon: int = setting(2000, at_least=1, quick=40)
-    dt: float = setting(0.005, above=0)
+    horizon: int = setting(library_default(Lorenz, "horizon"), at_least=1, quick=40)
+    dt: float = setting(library_default(Lorenz, "dt"), above=0)
     UNROLLABLE: ClassVar[bool] = True
 
     def build(self, model: ModelSection | None) -> tuple[Any, Any]:
@@ -720,8 +750,8 @@ class ClassificationTask(TaskSection):
 
     kind: str = setting("classification", choices=lambda: tuple(TASKS))
     dataset: str = setting("digits", choices=("digits",))
-    objective: str = setting("accuracy", choices=("accuracy", "log_likelihood"))
-    ensemble_size: int = setting(5, at_least=1)
+    objective: str = setting(library_default(Classification, "objective"), choices=OBJECTIVES)
+    ensemble_size: int = setting(library_default(Classification, "ensemble_size"), at_least=1)
     test_fraction: float = setting(0.2, above=0, below=1)
     split_seed: int = setting(0, at_least=0)
     MODELS: ClassVar[tuple[str, ...]] = ("mlp",)
@@ -779,14 +809,12 @@ class Built(NamedTuple):
 
 
 @functools.lru_cache(maxsize=8)
-def _build(
-    strategy: StrategySection, task: TaskSection, model: ModelSection | None, stamp: tuple
-) -> Built:
+def _build_task(task: TaskSection, model: ModelSection | None, stamp: tuple) -> tuple[Any, Any]:
     # Cached: the same sections give the same objects, so lrne.run's compiled
     # step is reused (a resumed or extended run in one process compiles once).
     del stamp  # in the cache key only: a data file that changed builds anew
     try:
-        built_task, module = task.build(model)
+        return task.build(model)
     except ConfigError:
         raise
     except ValueError as error:
@@ -795,6 +823,13 @@ def _build(
         word = (re.match(r"\w+", message) or re.match("", "")).group()
         key = {"policy": "model", "model": "model"}.get(word, "task")
         raise ConfigError(f"task.{word}" if word in task.keys() else key, message) from None
+
+
+@functools.lru_cache(maxsize=8)
+def _build(
+    strategy: StrategySection, task: TaskSection, model: ModelSection | None, stamp: tuple
+) -> Built:
+    built_task, module = _build_task(task, model, stamp)
     return Built(strategy.build(built_task), built_task, module)
 
 
@@ -848,12 +883,28 @@ class Config:
         sections = (self.run, self.strategy, self.task)
         return Config(*(s.shrink(keep) for s in sections), model)
 
+    def resolve(self) -> Config:
+        """The config with every strategy option set: the keys left out hold the
+        registry's defaults (an online ES's ``truncation_length`` follows from its
+        task's horizon, so the task is built). What a run writes to ``config.toml``.
+
+        Raises:
+            ConfigError: a key the strategy does not take, or one a library check rejected.
+        """
+        horizon = None
+        if self.strategy.name in registry.ONLINE:
+            built_task, _ = _build_task(self.task, self.model, self.task.stamp())
+            horizon = getattr(built_task, "horizon", None)
+        return dataclasses.replace(self, strategy=self.strategy.resolve(horizon))
+
     def build(self) -> Built:
         """The strategy, task and model; ConfigError names a key a library check rejected.
 
-        The same sections give the same (cached) objects.
+        The same sections, or sections that differ only in defaults written out,
+        give the same (cached) objects.
         """
-        return _build(self.strategy, self.task, self.model, self.task.stamp())
+        config = self.resolve()
+        return _build(config.strategy, config.task, config.model, config.task.stamp())
 
     def get(self, key: str) -> Any:
         """The value of ``"section.key"`` (None where unset or absent)."""

@@ -28,6 +28,7 @@ This module imports nothing from the rest of lrne.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -77,7 +78,12 @@ class TransposedKernel(struct.PyTreeNode):
 
 
 class LowRank(struct.PyTreeNode):
-    """A low-rank perturbation δ = Uᵀ·V of an m×n param: U (r, m), V (r, n)."""
+    """A low-rank perturbation δ = Uᵀ·V: U (r, m), V (r, n).
+
+    The param it perturbs has m·n entries and two or more axes, read as an m×n
+    matrix (its leading axes by the rest: :func:`lrne.perturb.matrix_split`);
+    ``dense()`` gives that matrix, :func:`lrne.perturb.dense` the param's shape.
+    """
 
     U: Array
     V: Array
@@ -91,7 +97,7 @@ class LowRank(struct.PyTreeNode):
 
 class Drawn(struct.PyTreeNode):
     """A population's perturbations, not yet drawn: member i's δ is
-    ``sign[i] · lrne.perturb.sample(key[i], params, sigma, noise_rank)``.
+    ``sign[i] · lrne.perturb.sample(key[i], params, sigma[i], noise_rank, dense_noise)``.
 
     EGGROLL (arXiv 2511.16652) regenerates noise from seeds instead of storing
     it. A population that carries :class:`Drawn` holds a key and a sign per
@@ -102,8 +108,9 @@ class Drawn(struct.PyTreeNode):
 
     key: Array  # (P,) typed keys; antithetic pairs share one
     sign: Array  # (P,) +1.0 or -1.0
-    sigma: float = struct.field(pytree_node=False)
+    sigma: Array  # (P,) the noise std of the generation (a schedule's value)
     noise_rank: int = struct.field(pytree_node=False)
+    dense_noise: frozenset[str] = struct.field(pytree_node=False, default=frozenset())
 
 
 class Population(NamedTuple):
@@ -145,6 +152,22 @@ class Local(struct.PyTreeNode):
     """
 
     value: PyTree
+
+
+def is_variables(tree: Any) -> bool:
+    """A flax variables dict: a mapping with a ``params`` collection."""
+    return isinstance(tree, Mapping) and "params" in tree
+
+
+def params_of(genome: PyTree) -> PyTree:
+    """What a strategy searches in a genome: the ``params`` collection of flax
+    variables, or the whole pytree (a raw array, a dict of arrays)."""
+    return genome["params"] if is_variables(genome) else genome
+
+
+def with_params(genome: PyTree, params: PyTree) -> PyTree:
+    """``genome`` with :func:`params_of` replaced by ``params`` (the inverse)."""
+    return {**genome, "params": params} if is_variables(genome) else params
 
 
 def is_local(x: Any) -> bool:

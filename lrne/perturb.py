@@ -1,9 +1,15 @@
 """Per-member parameter perturbations, dense or low-rank, as pytrees.
 
 A perturbation pytree mirrors a ``params`` collection. Each entry is either a
-dense array δ of the param's shape, or, for a 2-D param (m×n) under low-rank
-noise, a :class:`~lrne.genome.LowRank` ``(U (r, m), V (r, n))`` meaning
-δ = Uᵀ·V. With U, V standard normal and U scaled by ``sigma / sqrt(r)``, each
+dense array δ of the param's shape, or, for a param of two or more axes under
+low-rank noise, a :class:`~lrne.genome.LowRank` ``(U (r, m), V (r, n))`` meaning
+δ = Uᵀ·V reshaped to the param's shape: the param is read as an m×n matrix, its
+first k axes by the rest (:func:`matrix_split`: the k that makes m + n smallest,
+which for a Dense, Conv or ConvTranspose kernel or an attention projection is
+the (∏ in-axes × ∏ out-axes) matrix the layer multiplies by). Which leaves get
+low-rank noise depends on their shape alone, never on their names; the layer
+that consumes a leaf applies its δ (:mod:`lrne.nn.perturbed`), and a δ no layer
+consumed is an error. With U, V standard normal and U scaled by ``sigma / sqrt(r)``, each
 entry of δ has mean 0 and variance sigma² (EGGROLL, "Evolution Strategies at
 the Hyperscale", arXiv 2511.16652). A population shares one base W: low-rank
 terms are added inside the forward pass as ``x·Uᵀ·V`` (see
@@ -22,7 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from lrne.genome import Drawn, LowRank, PyTree, is_weight_matrix
+from lrne.genome import Drawn, LowRank, PyTree, path_str
 
 
 def gaussian_noise(
@@ -52,29 +58,64 @@ def is_lowrank(node: Any) -> bool:
     return isinstance(node, LowRank)
 
 
-def sample(key: jax.Array, params: PyTree, sigma: float, noise_rank: int) -> PyTree:
-    """One member's perturbation δ for ``params`` (a params collection).
+def matrix_split(shape: tuple[int, ...]) -> int:
+    """How many leading axes of a param form the rows of its low-rank matricization.
+
+    The k in [1, ndim) that minimizes m + n, m = ∏ shape[:k], n = ∏ shape[k:]:
+    the fewest numbers per rank (r·(m + n)), and no more than the split of
+    the layer that consumes the param (a DenseGeneral's in-axes by its
+    features, a Conv kernel's window and in-channels by its out-channels).
+    Ties go to the larger k. Depends on the shape alone, so every program,
+    replay and device draws the same noise.
+    """
+    candidates = range(1, len(shape))
+    return min(candidates, key=lambda k: (math.prod(shape[:k]) + math.prod(shape[k:]), -k))
+
+
+def matrix_shape(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(m, n): the matrix a param of ``shape`` is read as by low-rank noise."""
+    k = matrix_split(shape)
+    return math.prod(shape[:k]), math.prod(shape[k:])
+
+
+def dense_noise_match(path: tuple, names: frozenset[str]) -> bool:
+    """Whether a param's path (``'Dense_0/kernel'``) is named in ``names``: the whole
+    path, or its end after a ``/`` (``'kernel'``, ``'Dense_0/kernel'``)."""
+    printable = path_str(path)
+    return any(printable == n or printable.endswith("/" + n) for n in names)
+
+
+def sample(
+    key: jax.Array,
+    params: PyTree,
+    sigma: jax.typing.ArrayLike,
+    noise_rank: int,
+    dense_noise: frozenset[str] = frozenset(),
+) -> PyTree:
+    """One member's perturbation δ for ``params`` (any pytree: a params collection,
+    a dict, a raw array).
 
     ``noise_rank=0``: dense Gaussian noise of std sigma on every leaf.
-    ``noise_rank=r``: 2-D weight matrices (:func:`lrne.genome.is_weight_matrix`:
-    a ``kernel`` or ``embedding``, or a factor A, B of one) get
-    δ = (sigma/√r)·UᵀV with U, V ~ N(0, 1) of shapes (r, m), (r, n); other
-    leaves (biases, norms, conv kernels, any other 2-D param, which no layer
-    multiplies by) get dense noise.
+    ``noise_rank=r``: every leaf with two or more axes gets
+    δ = (sigma/√r)·UᵀV with U, V ~ N(0, 1) of shapes (r, m), (r, n)
+    (:func:`matrix_shape`), whatever its name; 0-D and 1-D leaves (biases,
+    norms) and the leaves named in ``dense_noise`` (:func:`dense_noise_match`)
+    get dense noise.
     """
     paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     keys = jax.random.split(key, len(paths_leaves))
     out = []
     for (path, leaf), k in zip(paths_leaves, keys, strict=True):
-        if noise_rank > 0 and is_weight_matrix(path, leaf):
+        lowrank = noise_rank > 0 and jnp.ndim(leaf) >= 2
+        if lowrank and not dense_noise_match(path, dense_noise):
             key_u, key_v = jax.random.split(k)
-            m, n = leaf.shape
+            m, n = matrix_shape(leaf.shape)
             scale = sigma / math.sqrt(noise_rank)
             u = scale * jax.random.normal(key_u, (noise_rank, m), leaf.dtype)
             v = jax.random.normal(key_v, (noise_rank, n), leaf.dtype)
             out.append(LowRank(u, v))
         else:
-            out.append(gaussian_noise(k, leaf.shape, leaf.dtype, sigma))
+            out.append(gaussian_noise(k, jnp.shape(leaf), jnp.result_type(leaf), sigma))
     return jax.tree.unflatten(treedef, out)
 
 
@@ -89,7 +130,8 @@ def draw(perturbations: PyTree, params: PyTree) -> PyTree:
     if not isinstance(perturbations, Drawn):
         return perturbations
     d = perturbations
-    delta = jax.vmap(lambda k: sample(k, params, d.sigma, d.noise_rank))(d.key)
+    draw_one = lambda k, sigma: sample(k, params, sigma, d.noise_rank, d.dense_noise)
+    delta = jax.vmap(draw_one)(d.key, d.sigma)
 
     def signed(node: Any) -> Any:
         x = node.U if is_lowrank(node) else node
@@ -111,26 +153,33 @@ def antithetic(perturbations: PyTree) -> PyTree:
     )
 
 
-def weighted_sum(weights: jax.Array, perturbations: PyTree) -> PyTree:
-    """Σ_i weights_i · δ_i over a population of perturbations (leading axis P).
+def weighted_sum(weights: jax.Array, perturbations: PyTree, params: PyTree) -> PyTree:
+    """Σ_i weights_i · δ_i over a population of perturbations (leading axis P) of ``params``.
 
     Low-rank entries are contracted as (U·diag(w))ᵀ·V over the stacked (P·r)
-    axis, forming only the m×n result, never a P×m×n array.
+    axis, forming only the m×n result (reshaped to the param's shape), never a
+    P×m×n array.
     """
 
-    def combine(node: Any) -> jax.Array:
+    def combine(node: Any, param: jax.Array) -> jax.Array:
         if is_lowrank(node):
             u, v = node.U, node.V  # (P, r, m), (P, r, n)
             scaled = (u * weights[:, None, None]).reshape(-1, u.shape[-1])
-            return scaled.T @ v.reshape(-1, v.shape[-1])
+            return (scaled.T @ v.reshape(-1, v.shape[-1])).reshape(jnp.shape(param))
         return jnp.tensordot(weights, node, axes=1)
 
-    return jax.tree.map(combine, perturbations, is_leaf=is_lowrank)
+    return jax.tree.map(combine, perturbations, params, is_leaf=is_lowrank)
+
+
+def dense(delta: Any, param: jax.Array) -> jax.Array:
+    """One member's δ of ``param`` as a dense array of the param's shape."""
+    return delta.dense().reshape(jnp.shape(param)) if is_lowrank(delta) else delta
 
 
 def apply(params: PyTree, perturbation: PyTree) -> PyTree:
-    """params + δ for one member (dense): for export and tests, not evaluation."""
-    add = lambda delta, leaf: leaf + (delta.dense() if is_lowrank(delta) else delta)
+    """params + δ for one member (dense): for export, black-box evaluation and tests,
+    never inside a model's population evaluation."""
+    add = lambda delta, leaf: leaf + dense(delta, leaf)
     return jax.tree.map(add, perturbation, params, is_leaf=is_lowrank)
 
 

@@ -59,7 +59,24 @@ LAYERS = {
     "DenseGeneral": (nn.DenseGeneral(5), (3, 4), {}),
     "DenseGeneral_axis0": (nn.DenseGeneral(5, axis=0), (4, 3, 2), {}),
     "DenseGeneral_3d_kernel": (nn.DenseGeneral((2, 3)), (3, 4), {}),
+    "DenseGeneral_in_and_out_axes": (nn.DenseGeneral((3, 2), axis=(-2, -1)), (2, 4, 5), {}),
+    "MultiHeadDotProductAttention": (
+        nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8),
+        (2, 4, 6),
+        {},
+    ),
+    "SelfAttention_causal": (
+        nn.SelfAttention(num_heads=2, qkv_features=8),
+        (2, 4, 6),
+        {"mask": nn.make_causal_mask(jnp.ones((2, 4)))},
+    ),
+    "Einsum": (nn.Einsum((5, 2, 3), "btd,dhk->bthk"), (2, 4, 5), {}),
     "Conv": (nn.Conv(3, (3, 3)), (2, 6, 6, 2), {}),
+    "Conv_strided_same": (nn.Conv(16, (3, 3), strides=2, padding="SAME"), (2, 7, 7, 4), {}),
+    # Few output channels: δ's split is not (window·in × out), so δ is formed in the layer.
+    "Conv_few_outputs": (nn.Conv(2, (5, 5)), (1, 8, 8, 1), {}),
+    "Conv_1d_dilated": (nn.Conv(8, (3,), kernel_dilation=2), (2, 9, 4), {}),
+    "ConvTranspose": (nn.ConvTranspose(6, (3, 3), strides=(2, 2)), (2, 5, 5, 4), {}),
     "Embed": (nn.Embed(11, 6), None, {}),
     "Embed_attend": (nn.Embed(11, 6), (2, 6), {"method": "attend"}),
 }
@@ -72,9 +89,11 @@ def test_stock_layer_forward_equals_explicit_w_plus_delta(name, noise_rank):
     x = IDS if shape is None else jax.random.normal(jax.random.key(1), shape)
     variables = layer.init(jax.random.key(0), IDS if name.startswith("Embed") else x)
     delta = perturb.sample(jax.random.key(2), variables["params"], 0.3, noise_rank)
-    weight = variables["params"].get("kernel", variables["params"].get("embedding"))
-    if noise_rank and weight.ndim == 2:  # a low-rank δ, applied inside the forward pass
-        assert isinstance(delta.get("kernel", delta.get("embedding")), LowRank)
+    if noise_rank:  # every weight of two or more axes: a low-rank δ, inside the forward pass
+        weights = jax.tree.leaves(variables["params"])
+        deltas = jax.tree.leaves(delta, is_leaf=lambda d: isinstance(d, LowRank))
+        for weight, d in zip(weights, deltas, strict=True):
+            assert isinstance(d, LowRank) == (weight.ndim >= 2)
     got = lrne.nn.apply(layer, {**variables, "perturb": delta}, x, **kwargs)
     expected = layer.apply(explicit(variables, delta), x, **kwargs)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
@@ -104,12 +123,22 @@ def test_an_unconsumed_lowrank_perturbation_is_an_error_naming_the_leaf():
     x = jnp.ones(5)
     variables = model.init(jax.random.key(0), x)
     delta = perturb.sample(jax.random.key(1), variables["params"], 0.1, 1)
-    # Only weight matrices get low-rank noise; the added table gets dense noise.
+    # Every leaf of two or more axes gets low-rank noise, whatever its name.
     assert isinstance(delta["custom"]["kernel"], LowRank)
     assert isinstance(delta["Dense_0"]["kernel"], LowRank)
-    assert delta["custom"]["position"].shape == (2, 3)
-    with pytest.raises(ValueError, match=r"'custom/kernel' was not consumed"):
+    assert isinstance(delta["custom"]["position"], LowRank)
+    with pytest.raises(ValueError, match=r"'custom/kernel' \(module 'custom'\) was not consumed"):
         lrne.nn.apply(model, {**variables, "perturb": delta}, x)
+    # Named in dense_noise, a param gets dense noise; the other one is still an error.
+    opted = perturb.sample(jax.random.key(1), variables["params"], 0.1, 1, frozenset({"position"}))
+    assert opted["custom"]["position"].shape == (2, 3)
+    with pytest.raises(ValueError, match=r"'custom/kernel' \(module 'custom'\) was not consumed"):
+        lrne.nn.apply(model, {**variables, "perturb": opted}, x)
+    opted = perturb.sample(
+        jax.random.key(1), variables["params"], 0.1, 1, frozenset({"custom/kernel", "position"})
+    )
+    got = lrne.nn.apply(model, {**variables, "perturb": opted}, x)
+    np.testing.assert_allclose(got, model.apply(explicit(variables, opted), x), rtol=1e-5)
     # Dense noise is folded into the params: any layer reads it, W + δ exactly.
     dense = perturb.sample(jax.random.key(1), variables["params"], 0.1, 0)
     got = lrne.nn.apply(model, {**variables, "perturb": dense}, x)

@@ -27,6 +27,12 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
         ("early_exit", {"speedup_compaction", "identical_fraction", "machine"}),
         # Fresh processes that only compile: the compacted path is in test_gymnax_task.
         pytest.param("compile_time", {"first_call_s", "warm_s", "machine"}, marks=pytest.mark.slow),
+        # Member bytes of stock layers: test_contract; fresh processes that compile.
+        pytest.param(
+            "stock_layers",
+            {"lowrank", "dense_noise", "first_generation_ratio", "machine"},
+            marks=pytest.mark.slow,
+        ),
         ("es_memory", {"lrne_es_bytes", "lrne_nres_bytes", "dense_bytes", "machine"}),
         # Chunked scoring and noise drawn per chunk, against the stored-noise run: test_chunked.
         pytest.param(

@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from gymnax.visualize.vis_gym import SUPPORTED_GYM_ENVS
@@ -19,6 +20,7 @@ from PIL import Image
 import lrne
 import lrne.config as cfg
 from lrne.cli import main
+from lrne.strategies import registry
 
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.toml"))
@@ -86,7 +88,8 @@ def test_every_config_runs_and_its_run_is_used(path, tmp_path, capsys):
 
     # The run directory: its config reads back as the quick config it ran.
     written = cfg.Config.from_dict(tomllib.loads((run / "config.toml").read_text()), strict=True)
-    assert written.strategy == config.shrink().strategy and written.task.kind == config.task.kind
+    assert written.strategy == config.shrink().resolve().strategy
+    assert written.task.kind == config.task.kind
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [row["generation"] for row in rows] == [0, 1]
     summary = json.loads((run / "summary.json").read_text())
@@ -171,3 +174,40 @@ def test_the_policy_takes_one_observation_of_the_env():
         assert jax.eval_shape(model.apply, params, obs).shape == (task.num_outputs,)
         stacked = jax.ShapeDtypeStruct((3, *obs.shape), obs.dtype)
         assert jax.eval_shape(model.apply, params, stacked).shape == (3, task.num_outputs)
+
+
+def test_a_run_started_from_its_config_toml_reproduces_it(tmp_path, capsys, monkeypatch):
+    """``config.toml`` holds every value the run used, the registry's defaults included:
+    run from it, with the registry's defaults changed meanwhile, the run is the same bits."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    argv = ["train", "--strategy", "es_lowrank", "--quick"]
+    code, _, err = run_lrne(capsys, *argv, "--output", str(first))
+    assert code == 0, err
+    written = tomllib.loads((first / "config.toml").read_text())["strategy"]
+    used = registry.defaults("es_lowrank", written["population_size"])
+    for key in ("sigma", "optimizer", "learning_rate", "noise_rank", "antithetic", "density"):
+        assert written[key] == used[key], key
+
+    changed = {"sigma": 0.3, "optimizer": "sgd", "learning_rate": 0.5, "noise_rank": 2}
+    monkeypatch.setitem(registry.DEFAULTS, "es_lowrank", changed)
+    cfg._build.cache_clear()  # build the strategy anew, from the file
+    fresh = cfg.load(None, ["strategy.name=es_lowrank"], quick=True).resolve()
+    assert fresh.strategy.sigma == 0.3  # what the same options would run now
+    code, _, err = run_lrne(
+        capsys, "train", "--config", str(first / "config.toml"), "--output", str(second)
+    )
+    assert code == 0, err
+
+    def rows(run):
+        lines = (run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+
+    assert rows(second) == rows(first)
+    a, b = lrne.load_run(first), lrne.load_run(second)
+    assert a.config.strategy == b.config.strategy and a.generation == b.generation == 2
+    for x, y in zip(jax.tree.leaves(a.state), jax.tree.leaves(b.state), strict=True):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x, y = jax.random.key_data(x), jax.random.key_data(y)
+        assert np.array_equal(np.asarray(x), np.asarray(y))
+    summaries = [json.loads((run / "summary.json").read_text()) for run in (first, second)]
+    assert summaries[0]["fresh_fitness"] == summaries[1]["fresh_fitness"]

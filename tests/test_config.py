@@ -9,7 +9,7 @@ import pytest
 
 import lrne.config as cfg
 from lrne.cli import main
-from lrne.strategies import REGISTRY
+from lrne.strategies import REGISTRY, registry
 from lrne.strategies.registry import ONLINE
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
@@ -82,8 +82,12 @@ def test_decay_steps_make_the_learning_rate_a_cosine_decay_to_a_tenth():
             moves.append(float(-update[0]))
         return moves
 
-    constant = steps(config.strategy.overrides()["optimizer"], 6)
-    cosine = steps(decayed.strategy.overrides()["optimizer"], 6)
+    def optimizer(config):  # as registry.make builds it from the section
+        kw = config.strategy.resolve().overrides()
+        return registry.optimizer(kw["optimizer"], kw["learning_rate"])
+
+    constant = steps(optimizer(config), 6)
+    cosine = steps(optimizer(decayed), 6)
     assert constant == pytest.approx([0.1] * 6, rel=1e-4)
     # 0.1 · (0.1 + 0.9 · (1 + cos(π t / 4)) / 2), then 0.01 from t = 4 on.
     expected = [0.01 + 0.09 * (1 + math.cos(math.pi * min(t, 4) / 4)) / 2 for t in range(6)]

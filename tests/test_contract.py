@@ -207,3 +207,136 @@ def test_contract(strategy_name, model):
         assert set(scanned) == set(history)
         for k in history:
             np.testing.assert_array_equal(scanned[k], history[k], f"{k}: scan != loop")
+
+
+# --- Any pytree: a raw array under every strategy ----------------------------------------
+
+
+def sphere(x: jax.Array) -> jax.Array:
+    return -jnp.sum((x - 1.0) ** 2)
+
+
+def test_contract_on_a_raw_array(strategy_name):
+    """A raw, constant array is a genome for every strategy: it mutates, the answer moves
+    toward the optimum, and ``x`` and ``{"params": x}`` give the same answer, bit for bit."""
+    start_value = jnp.full((4, 3), 0.5)  # constant: the GA's relative scale must not be 0
+    answers = []
+    for wrap, unwrap in (
+        (lambda x: x, lambda x: x),
+        (lambda x: {"params": x}, lambda v: v["params"]),
+    ):
+        task = lrne.tasks.Function(
+            lambda g, unwrap=unwrap: sphere(unwrap(g)), wrap(start_value), horizon=4
+        )
+        strategy = build(strategy_name, task)
+        start = strategy.init(jax.random.key(0), task.init_params(jax.random.key(0)), task)
+        keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(2), jnp.arange(12))
+        states, _ = run_loop(strategy, task, start, keys)
+        members = lrne.nn.member_params(strategy.ask(jax.random.key(3), states[-1])[0])
+        assert unwrap(members).shape == (POPULATION, 4, 3)
+        assert len(np.unique(np.asarray(unwrap(members)).reshape(POPULATION, -1), axis=0)) > 1
+        answers.append(np.asarray(unwrap(states[-1].best_params)))
+    np.testing.assert_array_equal(answers[0], answers[1])
+    assert float(sphere(answers[0])) > float(sphere(start_value)), strategy_name
+
+
+# --- Stock attention, convolutions and embeddings stay on the low-rank path ---------------
+
+
+class StockTransformer(nn.Module):
+    """Embed, causal SelfAttention, LayerNorm and a Dense MLP: stock flax.linen only."""
+
+    @nn.compact
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        x = nn.Embed(11, 8)(ids)
+        mask = nn.make_causal_mask(ids)
+        x = nn.LayerNorm()(x + nn.SelfAttention(num_heads=2, qkv_features=8)(x, mask=mask))
+        x = nn.LayerNorm()(x + nn.Dense(8)(nn.relu(nn.Dense(16)(x))))
+        return nn.Dense(11)(x)
+
+
+class StockCNN(nn.Module):
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        h = nn.relu(nn.Conv(8, (3, 3), strides=2)(x))
+        return nn.ConvTranspose(4, (3, 3), strides=(2, 2))(h)
+
+
+class ModelFit(lrne.tasks.Task):
+    """Fit a stock model's outputs to a target: fitness −MSE; unrollable (each step
+    scores the fit again), so the online strategies run on it too."""
+
+    horizon = 4
+
+    def __init__(self, model: nn.Module, inputs: jax.Array) -> None:
+        self.model, self.inputs = model, inputs
+        self.target = jnp.sin(
+            jnp.arange(model.apply(self.init_params(jax.random.key(9)), inputs).size)
+        )
+
+    def init_params(self, key):
+        return self.model.init(key, self.inputs)
+
+    def fit(self, population):
+        out = lrne.nn.population_apply(self.model, population, self.inputs)
+        return -jnp.mean((out.reshape(out.shape[0], -1) - self.target) ** 2, axis=1)
+
+    def evaluate_members(self, keys, population):
+        return self.fit(population), {}
+
+    def reset(self, keys):
+        return jnp.zeros(keys.shape[0], jnp.int32)
+
+    def unroll(self, keys, population, inner, t, num_steps):
+        fitness = self.fit(population)
+        return inner + num_steps, jnp.broadcast_to(fitness[:, None], (fitness.shape[0], num_steps))
+
+
+# Each weight as the matrix its layer multiplies by: (∏ in-axes, ∏ out-axes).
+def layer_matrix(path: str, shape: tuple) -> tuple[int, int]:
+    if any(name in path for name in ("query", "key", "value")) and len(shape) == 3:
+        return shape[0], shape[1] * shape[2]  # DenseGeneral (in) -> (heads, head_dim)
+    if "bias" in path:  # a DenseGeneral bias over (heads, head_dim): added, not multiplied
+        return 1, int(np.prod(shape))
+    return int(np.prod(shape[:-1])), shape[-1]
+
+
+STOCK = {
+    "transformer": (StockTransformer(), jnp.array([[1, 4, 9, 2, 0, 7]])),
+    "cnn": (StockCNN(), jax.random.normal(jax.random.key(4), (1, 9, 9, 3))),
+}
+NOISE_RANK = ["es", "es_lowrank", "nres", "pes", "tes", "full_es"]
+
+
+@pytest.mark.parametrize("model", sorted(STOCK))
+@pytest.mark.parametrize("name", NOISE_RANK)
+def test_stock_layers_never_get_per_member_weights(name, model):
+    task = ModelFit(*STOCK[model])
+    online = STRATEGY_METRICS[name] is ONLINE_ES
+    kw = {"noise_rank": 1, **({"horizon": task.horizon} if online else {})}
+    strategy = REGISTRY[name](POPULATION, **kw)
+    params = task.init_params(jax.random.key(1))
+    state = strategy.init(jax.random.key(0), params, task)
+    population, _ = strategy.ask(jax.random.key(2), state)
+    perturbations = population.members["perturb"]
+    weights = jax.tree_util.tree_leaves_with_path(params["params"])
+    deltas = jax.tree.leaves(perturbations, is_leaf=lambda d: isinstance(d, lrne.LowRank))
+    dense_bytes = 0
+    for (path, weight), delta in zip(weights, deltas, strict=True):
+        printable = lrne.genome.path_str(path)
+        for leaf in jax.tree.leaves(delta):
+            assert leaf.shape != (POPULATION, *weight.shape) or weight.ndim < 2, printable
+        if weight.ndim >= 2:
+            m, n = layer_matrix(printable, weight.shape)
+            assert isinstance(delta, lrne.LowRank), printable
+            got = delta.U.nbytes + delta.V.nbytes
+            assert got <= POPULATION * 1 * (m + n) * 4, (printable, got, m, n)
+        else:
+            dense_bytes += delta.nbytes
+    small = sum(w.size for _, w in weights if w.ndim < 2)  # biases and norms: dense noise
+    assert dense_bytes == POPULATION * small * 4
+    # The perturbations reach the model: members differ under the same inputs.
+    fitness, _, _ = strategy.evaluate(jax.random.key(3), state, population, task)
+    assert len(np.unique(np.asarray(fitness))) > 1, f"{name}: members scored alike"
+    state, metrics = jax.jit(lrne.generation_step(strategy, task))(state, jax.random.key(4))
+    assert np.isfinite(float(metrics["fitness_mean"]))

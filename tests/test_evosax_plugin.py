@@ -1,8 +1,11 @@
 """lrne strategies behind evosax 0.3's ask/tell API, checked as evosax checks its own."""
 
+import inspect
 import math
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +13,8 @@ import numpy as np
 import optax
 import pytest
 from evosax import algorithms
-from evosax.algorithms import distribution_based, population_based
+from evosax.algorithms import NoiseReuseES, Open_ES, SimpleGA, distribution_based, population_based
+from evosax.core.fitness_shaping import centered_rank_fitness_shaping_fn
 from evosax.problems import BBOBProblem, GymnaxProblem
 from flax import linen as nn
 
@@ -25,6 +29,7 @@ from lrne.integrations.evosax import (
     register,
 )
 from lrne.nn.perturbed import member_variables
+from lrne.strategies import registry
 
 CLASSES = [LowRankES, FactorizedGA, LowRankNRES]
 POPULATION, GENERATIONS = 8, 16
@@ -231,11 +236,16 @@ def quadratic_fitness(params):
     return -jnp.sum((params["kernel"] - 1.0) ** 2) - jnp.sum((params["bias"] + 0.5) ** 2)
 
 
-def test_lowrank_es_follows_the_native_trajectory():
+# The adapters' defaults are the registry's: with none given they follow registry.make(name).
+@pytest.mark.parametrize("defaults", [False, True], ids=["explicit", "registry_defaults"])
+def test_lowrank_es_follows_the_native_trajectory(defaults):
     params = {"kernel": jnp.zeros((4, 3)), "bias": jnp.zeros(3)}  # low-rank noise on kernels
-    native = lrne.es(16, 0.1, optax.adam(0.05), noise_rank=1)
+    if defaults:
+        native, algo = registry.make("es_lowrank", 16), LowRankES(16, params)
+    else:
+        native = lrne.es(16, 0.1, optax.adam(0.05), noise_rank=1)
+        algo = LowRankES(16, params, sigma=0.1, optimizer=optax.adam(0.05), noise_rank=1)
     native = native._replace(ask=jax.jit(native.ask), tell=jax.jit(native.tell))
-    algo = LowRankES(16, params, sigma=0.1, optimizer=optax.adam(0.05), noise_rank=1)
     dense = jax.jit(jax.vmap(lrne.perturb.apply, (None, 0)))
     scores_of = jax.jit(jax.vmap(quadratic_fitness))
     state = native.init(jax.random.key(0), {"params": params})
@@ -264,7 +274,8 @@ def test_lowrank_es_follows_the_native_trajectory():
     assert float(evo_state.best_fitness) == pytest.approx(-float(state.best_fitness), rel=1e-5)
 
 
-def test_factorized_ga_follows_the_native_trajectory():
+@pytest.mark.parametrize("defaults", [False, True], ids=["explicit", "registry_defaults"])
+def test_factorized_ga_follows_the_native_trajectory(defaults):
     model = lrne.nn.MLP((6,), 2, rank=2)
     x = jax.random.normal(jax.random.key(5), (5,))
     variables = model.init(jax.random.key(0), x)
@@ -273,9 +284,12 @@ def test_factorized_ga_follows_the_native_trajectory():
         return -jnp.sum((model.apply(v, x) - 1.0) ** 2)
 
     scores_of = jax.jit(jax.vmap(fitness))
-    native = lrne.ga(16, num_elites=3, sigma=0.2)
+    if defaults:
+        native, algo = registry.make("ga", 16), FactorizedGA(16, variables)
+    else:
+        native = lrne.ga(16, num_elites=3, sigma=0.2)
+        algo = FactorizedGA(16, variables, num_elites=3, sigma=0.2)
     native = native._replace(ask=jax.jit(native.ask), tell=jax.jit(native.tell))
-    algo = FactorizedGA(16, variables, num_elites=3, sigma=0.2)
     state = native.init(jax.random.key(0), variables)
     population, state = native.ask(jax.random.key(1), state)
     scores = scores_of(population.members)
@@ -490,3 +504,230 @@ def test_construction_errors():
         LowRankES(8, params, sigma=-1.0)
     with pytest.raises(ValueError, match=r"population_size must equal the strategy's .*\(8\)"):
         NativeDistributionAlgorithm(lrne.es(8, 0.1, optax.sgd(0.1)), 10, params)
+    # evosax's names and lrne's for one argument: one of the two.
+    with pytest.raises(ValueError, match=r"std_schedule .* or sigma"):
+        LowRankES(8, params, std_schedule=optax.constant_schedule(0.1), sigma=0.1)
+    with pytest.raises(ValueError, match=r"use_antithetic_sampling .* or antithetic"):
+        LowRankES(8, params, use_antithetic_sampling=True, antithetic=True)
+    with pytest.raises(ValueError, match=r"fitness_shaping_fn .* or fitness_shaping"):
+        LowRankES(
+            8,
+            params,
+            fitness_shaping_fn=centered_rank_fitness_shaping_fn,
+            fitness_shaping=lambda f: f,
+        )
+    with pytest.raises(ValueError, match=r"elite_ratio .* or num_elites"):
+        FactorizedGA(8, params, elite_ratio=0.5, num_elites=4)
+    with pytest.raises(ValueError, match="std_schedule"):
+        FactorizedGA(8, params, std_schedule=-1.0)
+    for ratio in (0.0, 1.0):
+        with pytest.raises(ValueError, match="elite_ratio must be > 0 and leave a child"):
+            FactorizedGA(8, params, elite_ratio=ratio)
+    ga = FactorizedGA(8, params)
+    with pytest.raises(ValueError, match="elite_ratio"):
+        ga.elite_ratio = 1.0
+    # Params evosax scripts set: checked when traced, never silently ignored.
+    population = jnp.zeros((8, 3, 2))
+    state = ga.init(jax.random.key(0), {"w": population}, jnp.zeros(8), ga.default_params)
+    with pytest.raises(ValueError, match="crossover_rate must be 0"):
+        ga.ask(jax.random.key(1), state, ga.default_params.replace(crossover_rate=0.5))
+    nres = LowRankNRES(8, params, truncation_length=2, horizon=4)
+    state = nres.init(jax.random.key(0), params, nres.default_params)
+    with pytest.raises(ValueError, match=r"params\.T must be 4"):
+        nres.ask(jax.random.key(1), state, nres.default_params.replace(T=8))
+
+
+# evosax's constructor arguments: an evosax script changes only the class name.
+
+TARGET = {"w": jnp.outer(jnp.linspace(-1.0, 1.0, 6), jnp.linspace(0.5, 1.5, 4)), "b": -0.5}
+
+
+def target_loss(params):
+    """evosax fitness (minimized): distance to a rank-1 matrix and a constant bias."""
+    return jnp.sum((params["w"] - TARGET["w"]) ** 2) + jnp.sum((params["b"] - TARGET["b"]) ** 2)
+
+
+def open_es_script(Algorithm, **shaping):
+    """An evosax 0.3 user's loop, written for ``Open_ES``; only ``Algorithm`` changes."""
+    solution = {"w": jnp.zeros((6, 4)), "b": jnp.zeros(4)}
+    es = Algorithm(
+        population_size=32,
+        solution=solution,
+        use_antithetic_sampling=True,
+        optimizer=optax.adam(learning_rate=0.05),
+        std_schedule=optax.exponential_decay(0.2, transition_steps=50, decay_rate=0.2),
+        **shaping,
+    )
+    params = es.default_params
+    state = es.init(jax.random.key(0), solution, params)
+
+    @jax.jit
+    def step(state, key):
+        key_ask, key_tell = jax.random.split(key)
+        population, state = es.ask(key_ask, state, params)
+        fitness = jax.vmap(target_loss)(population)
+        state, metrics = es.tell(key_tell, population, fitness, state, params)
+        return state, metrics
+
+    for key in jax.random.split(jax.random.key(1), 60):
+        state, _ = step(state, key)
+    return es, state
+
+
+def shifted_sphere(x):
+    return jnp.sum((x - 1.0) ** 2)
+
+
+def simple_ga_script(Algorithm):
+    """An evosax 0.3 user's loop, written for ``SimpleGA``; only ``Algorithm`` changes."""
+    population_size, num_dims = 32, 8
+    ga = Algorithm(
+        population_size=population_size,
+        solution=jnp.zeros(num_dims),
+        std_schedule=optax.exponential_decay(0.5, transition_steps=50, decay_rate=0.1),
+    )
+    ga.elite_ratio = 0.25  # SimpleGA's elite ratio is an attribute
+    params = ga.default_params
+    key_init, key_population, key_run = jax.random.split(jax.random.key(0), 3)
+    population = jax.random.normal(key_population, (population_size, num_dims))
+    fitness = jax.vmap(shifted_sphere)(population)
+    state = ga.init(key_init, population, fitness, params)
+    first = state.best_fitness
+
+    @jax.jit
+    def step(state, key):
+        key_ask, key_tell = jax.random.split(key)
+        population, state = ga.ask(key_ask, state, params)
+        fitness = jax.vmap(shifted_sphere)(population)
+        state, metrics = ga.tell(key_tell, population, fitness, state, params)
+        return state, metrics
+
+    for key in jax.random.split(key_run, 60):
+        state, _ = step(state, key)
+    return ga, first, state
+
+
+def test_an_open_es_script_runs_with_lowrank_es():
+    start = float(target_loss({"w": jnp.zeros((6, 4)), "b": jnp.zeros(4)}))
+    finals = {}
+    for name, Algorithm, shaping in [
+        ("Open_ES", Open_ES, {}),
+        ("LowRankES", LowRankES, {}),
+        ("LowRankES+shaping", LowRankES, {"fitness_shaping_fn": centered_rank_fitness_shaping_fn}),
+    ]:
+        es, state = open_es_script(Algorithm, **shaping)
+        finals[name] = float(target_loss(es.get_mean(state)))
+        assert int(state.generation_counter) == 60
+    # Measured: Open_ES 0.030, LowRankES 0.074 (rank-1 noise) from 13.8.
+    assert finals["Open_ES"] < 0.01 * start
+    assert finals["LowRankES"] < 0.01 * start
+    # evosax's centered-rank shaping, applied by evosax, weighs as lrne's default does.
+    assert finals["LowRankES+shaping"] == pytest.approx(finals["LowRankES"], rel=1e-4)
+
+
+def test_a_simple_ga_script_runs_with_factorized_ga():
+    for Algorithm in (SimpleGA, FactorizedGA):
+        ga, first, state = simple_ga_script(Algorithm)
+        assert ga.num_elites == 8, Algorithm.__name__
+        # Measured: SimpleGA 6.4 -> 0.004.
+        assert float(state.best_fitness) < 0.02 * float(first), Algorithm.__name__
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [(LowRankES, Open_ES), (FactorizedGA, SimpleGA), (LowRankNRES, NoiseReuseES)],
+)
+def test_takes_the_evosax_arguments_in_their_order(ours, theirs):
+    expected = list(inspect.signature(theirs).parameters)
+    assert list(inspect.signature(ours).parameters)[: len(expected)] == expected
+
+
+def realized_std(cls, evosax_cls, template, num_dims=4096):
+    """Per generation: evosax's ``state.std`` before each ask, and the adapter's sampled std.
+
+    The fitness is constant: the mean stays (sgd at rate 0), the GA's elites (the
+    first slots, zeros) stay, so every sample is the std times a standard normal.
+    """
+    schedule = lambda count: 0.1 * 2.0**count
+    population_size = 8
+    kwargs = {"optimizer": optax.sgd(0.0)} if evosax_cls is Open_ES else {}
+    if cls is LowRankES:
+        kwargs["noise_rank"] = 0
+    runs = {}
+    for algo_cls in (evosax_cls, cls):
+        ours = algo_cls is cls
+        algo = algo_cls(
+            population_size=population_size,
+            solution=template if ours else jnp.zeros(num_dims),
+            std_schedule=schedule,
+            **(kwargs if ours else {k: v for k, v in kwargs.items() if k != "noise_rank"}),
+        )
+        params, flat = algo.default_params, jnp.zeros(population_size)
+        if evosax_cls is SimpleGA:
+            state = algo.init(
+                jax.random.key(0), jnp.zeros((population_size, num_dims)), flat, params
+            )
+        else:
+            state = algo.init(jax.random.key(0), jnp.zeros(num_dims), params)
+        stds = []
+        for k in jax.random.split(jax.random.key(1), 5):
+            before = None if ours else float(state.std)
+            population, state = algo.ask(k, state, params)
+            if ours:
+                children = population[algo.num_elites :] if cls is FactorizedGA else population
+                before = float(jnp.std(children))
+            stds.append(before)
+            state, _ = algo.tell(k, population, flat, state, params)
+        runs[ours] = np.array(stds)
+    return runs[False], runs[True]
+
+
+@pytest.mark.parametrize(("cls", "evosax_cls"), [(LowRankES, Open_ES), (FactorizedGA, SimpleGA)])
+def test_std_schedule_follows_evosax_generation_by_generation(cls, evosax_cls):
+    evosax_std, ours = realized_std(cls, evosax_cls, jnp.zeros(4096))
+    np.testing.assert_allclose(evosax_std, [0.1, 0.1, 0.2, 0.4, 0.8], rtol=1e-6)  # evosax's clock
+    np.testing.assert_allclose(ours, evosax_std, rtol=0.03)
+
+
+def test_factorized_ga_std_is_relative_to_the_solution_spread():
+    template = 3.0 * jax.random.normal(jax.random.key(7), (4096,))
+    evosax_std, ours = realized_std(FactorizedGA, SimpleGA, template)
+    np.testing.assert_allclose(ours, evosax_std * float(jnp.std(template)), rtol=0.03)
+
+
+def test_fitness_shaping_fn_shapes_the_loss_before_selection_as_in_evosax():
+    worst_first = lambda population, fitness, state, params: -fitness
+    ga = FactorizedGA(population_size=8, solution=jnp.zeros(3), fitness_shaping_fn=worst_first)
+    keys = jax.random.split(jax.random.key(0), 8)
+    population = jax.vmap(lambda k: jax.random.normal(k, (3,)))(keys)
+    loss = jax.vmap(shifted_sphere)(population)
+    state = ga.init(jax.random.key(1), population, loss, ga.default_params)
+    np.testing.assert_allclose(state.fitness, -loss)  # evosax keeps the shaped fitness
+    assert float(state.best_fitness) == pytest.approx(float(jnp.min(loss)))  # and raw archive
+    worst = population[jnp.argmax(loss)]  # the lowest shaped loss is the elite
+    np.testing.assert_allclose(state.native.elites["params"][0], worst)
+
+
+def test_defaults_are_the_registry_defaults():
+    params = {"w": jnp.zeros((3, 2))}
+    es = LowRankES(16, params)
+    expected = registry.defaults("es_lowrank", 16)
+    assert float(es.std_schedule(0)) == expected["sigma"]
+    assert es.use_antithetic_sampling is expected["antithetic"]
+    ga = FactorizedGA(64, params)
+    expected = registry.defaults("ga", 64)
+    assert ga.num_elites == expected["num_elites"]
+    assert float(ga.std_schedule(0)) == expected["sigma"]
+    nres = LowRankNRES(8, params, horizon=40)
+    expected = registry.defaults("nres", 8, 40)
+    assert nres.truncation_length == expected["truncation_length"]
+    assert nres.default_params == type(nres.default_params)(T=40, K=expected["truncation_length"])
+    assert float(nres.std_schedule(0)) == expected["sigma"]
+
+
+def test_the_docs_page_runs():
+    text = (Path(__file__).resolve().parent.parent / "docs" / "evosax.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    for block in blocks:
+        exec(compile(block, "docs/evosax.md", "exec"), {})

@@ -57,8 +57,8 @@ INVALID = [
     (lambda: lrne.tasks.Lorenz(horizon=0), "horizon"),
     (lambda: Dense(4, rank=-1).init(jax.random.key(0), jnp.zeros(3)), "rank"),
     (lambda: Dense(4, rank=5).init(jax.random.key(0), jnp.zeros(3)), "rank"),
-    (lambda: lrne.es(8, 0.1, SGD).init(jax.random.key(0), PARAMS), "'params' collection"),
-    (lambda: lrne.nres(4, 0.1, SGD, 2, 8).init(jax.random.key(0), PARAMS), "'params'"),
+    (lambda: lrne.es(8, lambda g: 0.1, SGD, dense_noise="kernel"), "dense_noise"),
+    (lambda: lrne.nres(4, "0.1", SGD, 2, 8), "sigma"),
     (lambda: LowRankNRES(7, PARAMS), "population_size must be even"),
     (lambda: lrne.tasks.Classification(MLP((4,), 2), jnp.zeros((3, 2)), jnp.zeros(2)), "length"),
 ]

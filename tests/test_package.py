@@ -55,5 +55,28 @@ def test_import_lrne_leaves_rich_and_matplotlib_to_the_cli():
     )
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["seen"] == []
-    assert "lrne.cli" not in found["lrne"] and "lrne.callbacks" not in found["lrne"]
+    shell = ("lrne.cli", "lrne.callbacks", "lrne.config", "lrne.saved", "lrne.checkpoint")
+    assert not set(shell) & set(found["lrne"]), found["lrne"]
     assert "lrne.genome" in found["lrne"]  # the spy saw lrne's imports
+
+
+def test_the_shell_is_reachable_from_import_lrne():
+    """``lrne.callbacks`` (the README uses it), ``lrne.load_run``, ``lrne.config``: loaded
+    on first use, in a fresh process where nothing imported them before."""
+    code = (
+        "import lrne\n"
+        "assert lrne.callbacks.ProgressBar and lrne.callbacks.MetricsLog\n"
+        "assert lrne.load_run is lrne.saved.load_run\n"
+        "assert lrne.config.DEFAULT and lrne.checkpoint.save_params\n"
+        "from lrne import load_run\n"
+        "assert {'callbacks', 'load_run'} <= set(dir(lrne))\n"
+        "try:\n"
+        "    lrne.no_such_name\n"
+        "except AttributeError as error:\n"
+        "    assert 'no_such_name' in str(error)\n"
+        "else:\n"
+        "    raise AssertionError('no AttributeError')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    for name in lrne.__all__:
+        assert getattr(lrne, name) is not None

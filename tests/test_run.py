@@ -104,7 +104,13 @@ def test_checkpoint_dir_of_another_run_is_refused_and_kept(tmp_path):
     with pytest.raises(ValueError, match="another key"):
         lrne.run(strategy, TASK, jax.random.key(1), 2, checkpoint_dir=tmp_path)
     with pytest.raises(ValueError, match="another run's state"):
-        lrne.run(registry.make("ga", 16), TASK, jax.random.key(0), 2, checkpoint_dir=tmp_path)
+        lrne.run(
+            registry.make("ga", 16, num_elites=2),
+            TASK,
+            jax.random.key(0),
+            2,
+            checkpoint_dir=tmp_path,
+        )
     with pytest.raises(ValueError, match="generations"):
         lrne.run(strategy, TASK, jax.random.key(0), 1, checkpoint_dir=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2"]

@@ -4,7 +4,13 @@ forward-pass perturbation hook that makes any flax.linen model evaluable by ES."
 from lrne.genome import evaluation_layout, layer_rank
 from lrne.nn.layers import Conv, Dense, Embed, LayerNorm, factor_init, factored_matmul
 from lrne.nn.models import MLP, MinAtarCNN
-from lrne.nn.perturbed import apply, member_variables, population_apply, prepare
+from lrne.nn.perturbed import (
+    apply,
+    member_params,
+    member_variables,
+    population_apply,
+    prepare,
+)
 from lrne.nn.transformer import Transformer, causal_attention, rotary
 
 __all__ = [
@@ -21,6 +27,7 @@ __all__ = [
     "factor_init",
     "factored_matmul",
     "layer_rank",
+    "member_params",
     "member_variables",
     "population_apply",
     "prepare",

@@ -31,7 +31,7 @@ from flax import linen as nn
 
 from lrne import perturb
 from lrne.genome import Array, Factors, LowRank, TransposedFactors, TransposedKernel
-from lrne.nn.perturbed import read
+from lrne.nn.perturbed import conv_term, read
 
 
 def check_rank(name: str, rank: int) -> None:
@@ -220,19 +220,26 @@ class Conv(nn.Module):
                 dimension_numbers=("NHWC", "HWIO", "NHWC"),
             )
 
-        # A conv kernel and factor A are 4-D: their perturbations are dense, folded
-        # into the params before the forward pass; B (r, out) may carry a low-rank one.
+        # A low-rank δ of a 4-D kernel (or factor A) is a convolution to r channels
+        # and a projection (:func:`lrne.nn.perturbed.conv_term`); dense ones are
+        # folded into the params before the forward pass.
+        def conv_plus(kernel: Array, delta: Any) -> Array:
+            y = conv(x, kernel)
+            if isinstance(delta, LowRank):
+                y = y + conv_term(conv, x, delta, kernel.shape)
+            return y
+
         if self.rank == 0:
             shape = (kh, kw, channels, self.features)
-            y = conv(x, self.param("kernel", dense_init(variance), shape))
+            y = conv_plus(self.param("kernel", dense_init(variance), shape), read(self, "kernel"))
         else:
             _check_rank_fits("Conv", self.rank, fan_in, self.features)
             init = factor_init(
                 variance, self.rank, (kh, kw, channels, self.rank), (self.rank, self.features)
             )
             factors = self.param("kernel", init)
-            _, delta_b = _factor_deltas(read(self, "kernel"))
-            h = conv(x, factors.A)
+            delta_a, delta_b = _factor_deltas(read(self, "kernel"))
+            h = conv_plus(factors.A, delta_a)
             y = _plus(h @ factors.B, h, delta_b)
         if self.use_bias:
             y = _bias(self, y, self.features)

@@ -116,6 +116,23 @@ def check_positive(name: str, value: Any) -> None:
         raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
+Schedule = Callable[[jax.Array], jax.typing.ArrayLike]
+"""A value as a function of the generation counter (an optax schedule)."""
+
+ScalarOrSchedule = float | Schedule
+
+
+def check_scalar_or_schedule(name: str, value: Any) -> None:
+    """A finite number > 0, or a callable of the generation (an optax schedule)."""
+    if not callable(value):
+        check_positive(name, value)
+
+
+def at_generation(value: ScalarOrSchedule, generation: jax.Array) -> jax.typing.ArrayLike:
+    """A constant, or a schedule's value at ``generation`` (like evosax's ``std_schedule``)."""
+    return value(generation) if callable(value) else value
+
+
 def check_optimizer(optimizer: Any) -> None:
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
         raise ValueError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
@@ -126,6 +143,11 @@ def check_fitness(fitness: jax.Array, population_size: int) -> None:
         raise ValueError(f"fitness must have shape ({population_size},), got {fitness.shape}")
 
 
-def check_variables(params: PyTree) -> None:
-    if not isinstance(params, dict) or "params" not in params:
-        raise ValueError("params must be a flax variables dict with a 'params' collection")
+def check_dense_noise(dense_noise: Any) -> frozenset[str]:
+    """``dense_noise`` as a frozenset of param names or paths."""
+    if isinstance(dense_noise, str) or not all(isinstance(n, str) for n in dense_noise):
+        raise ValueError(
+            "dense_noise must be a collection of param names or paths "
+            f"(e.g. ('pos_embedding',)), got {dense_noise!r}"
+        )
+    return frozenset(dense_noise)

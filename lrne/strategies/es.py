@@ -24,15 +24,17 @@ import jax.numpy as jnp
 import optax
 
 from lrne import perturb
-from lrne.genome import Drawn, Metrics, Population, PyTree
+from lrne.genome import Drawn, Metrics, Population, PyTree, params_of, with_params
 from lrne.nn.perturbed import PERTURB
 from lrne.strategies.base import (
+    ScalarOrSchedule,
     Strategy,
+    at_generation,
+    check_dense_noise,
     check_fitness,
     check_int,
     check_optimizer,
-    check_positive,
-    check_variables,
+    check_scalar_or_schedule,
     no_best,
     num_nonfinite,
     typed,
@@ -43,19 +45,35 @@ from lrne.strategies.subspace import check_subspace, subspace_mask
 
 
 class ESState(NamedTuple):
-    """ES state: the mean variables (``{"params": ...}``) and optimizer state."""
+    """ES state: the mean (the genome ``init`` was given, updated) and optimizer state.
+
+    The answer of an ES is its mean: :attr:`best_params` is ``mean``. The
+    luckiest perturbed member seen is kept apart, named as what it is
+    (``best_member``, ``best_member_fitness``): one noisy evaluation of a
+    perturbed member is biased upward and is rarely better than the mean.
+    """
 
     mean: PyTree
     opt_state: optax.OptState
-    best_params: PyTree
-    best_fitness: jax.Array
+    best_member: PyTree
+    best_member_fitness: jax.Array
     generation: jax.Array
     mask_key: jax.Array | None = None  # static subspace masks only
+
+    @property
+    def best_params(self) -> PyTree:
+        """The mean: an ES answers with its mean, never with a perturbed member."""
+        return self.mean
+
+    @property
+    def best_fitness(self) -> jax.Array:
+        """The best finite fitness any member scored (the mean itself is not scored)."""
+        return self.best_member_fitness
 
 
 def es(
     population_size: int,
-    sigma: float,
+    sigma: ScalarOrSchedule,
     optimizer: optax.GradientTransformation,
     noise_rank: int = 0,
     antithetic: bool = True,
@@ -63,15 +81,23 @@ def es(
     density: float = 1.0,
     mask: str = "dynamic",
     store_noise: bool = True,
+    dense_noise: tuple[str, ...] = (),
 ) -> Strategy:
-    """OpenAI-ES over the ``params`` collection of a flax variables dict.
+    """OpenAI-ES over any genome: the ``params`` collection of flax variables,
+    or a whole pytree (a raw array, a dict of arrays).
 
     Args:
         population_size: members per generation (even when ``antithetic``).
-        sigma: perturbation std per parameter entry, > 0.
+        sigma: perturbation std per parameter entry (absolute), > 0, or an
+            optax schedule of the generation (evosax's ``std_schedule``).
         optimizer: an optax optimizer; it receives -ĝ (optax minimizes).
         noise_rank: 0 for dense noise on every parameter; r > 0 for rank-r
-            noise on each 2-D weight (dense noise on other leaves).
+            noise on every leaf of two or more axes, applied inside the layer
+            that consumes it (:mod:`lrne.nn.perturbed`), dense noise on the
+            others.
+        dense_noise: names or paths of params (``"pos_embedding"``,
+            ``"Block_0/table"``) that get dense noise under ``noise_rank > 0``:
+            weights no supported layer consumes, which are otherwise an error.
         antithetic: evaluate each perturbation with both signs.
         fitness_shaping: fitness (P,) -> weights (P,); default centered ranks.
         density: fraction of parameter entries each perturbation touches, in
@@ -96,7 +122,8 @@ def es(
         raise ValueError(
             f"population_size must be even with antithetic=True, got {population_size}"
         )
-    check_positive("sigma", sigma)
+    check_scalar_or_schedule("sigma", sigma)
+    dense_noise = check_dense_noise(dense_noise)
     check_subspace(density, mask)
     if density < 1 and noise_rank > 0:
         raise ValueError(
@@ -112,13 +139,12 @@ def es(
 
     def init(key: jax.Array, params: PyTree, task: Any = None) -> ESState:
         del task
-        check_variables(params)
         params = typed(params)
         return ESState(
             mean=params,
-            opt_state=optimizer.init(params["params"]),
-            best_params=params,
-            best_fitness=no_best(),
+            opt_state=optimizer.init(params_of(params)),
+            best_member=params,
+            best_member_fitness=no_best(),
             generation=jnp.array(0, jnp.int32),
             mask_key=key if static else None,
         )
@@ -126,18 +152,21 @@ def es(
     def ask(key: jax.Array, state: ESState) -> tuple[Population, ESState]:
         key = jax.random.fold_in(key, state.generation)
         keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_draws))
+        mean_params = params_of(state.mean)
+        sigma_now = jnp.asarray(at_generation(sigma, state.generation), jnp.float32)
         if not store_noise:
             signs = jnp.ones(num_draws)
             if antithetic:
                 keys, signs = jnp.concatenate([keys, keys]), jnp.concatenate([signs, -signs])
-            drawn = Drawn(keys, signs, sigma, noise_rank)
+            sigmas = jnp.full(signs.shape, sigma_now)
+            drawn = Drawn(keys, signs, sigmas, noise_rank, dense_noise)
             return Population(shared=state.mean, members={PERTURB: drawn}), state
-        draw = lambda k: perturb.sample(k, state.mean["params"], sigma, noise_rank)
+        draw = lambda k: perturb.sample(k, mean_params, sigma_now, noise_rank, dense_noise)
         delta = jax.vmap(draw)(keys)
         if density < 1:
             base = state.mask_key if static else jax.random.fold_in(key, num_draws)
             mask_keys = jax.vmap(jax.random.fold_in, (None, 0))(base, jnp.arange(num_draws))
-            masks = jax.vmap(lambda k: subspace_mask(k, state.mean["params"], density))(mask_keys)
+            masks = jax.vmap(lambda k: subspace_mask(k, mean_params, density))(mask_keys)
             delta = jax.tree.map(lambda d, m: jnp.where(m, d, 0.0), delta, masks)
         if antithetic:
             delta = perturb.antithetic(delta)
@@ -156,11 +185,14 @@ def es(
             draws = jax.tree.map(lambda x: x[:num_draws], delta)
         else:
             draws = delta
-        draws = perturb.draw(draws, state.mean["params"])
-        scale = 1.0 / (population_size * sigma**2 * density)
-        ascent = jax.tree.map(lambda g: scale * g, perturb.weighted_sum(weights, draws))
+        mean_params = params_of(state.mean)
+        draws = perturb.draw(draws, mean_params)
+        sigma_now = at_generation(sigma, state.generation)
+        scale = 1.0 / (population_size * sigma_now**2 * density)
+        ascent = jax.tree.map(
+            lambda g: scale * g, perturb.weighted_sum(weights, draws, mean_params)
+        )
         descent = jax.tree.map(jnp.negative, ascent)
-        mean_params = state.mean["params"]
 
         def member_delta(i: jax.Array) -> PyTree:
             one = perturb.draw(jax.tree.map(lambda x: x[i][None], delta), mean_params)
@@ -169,17 +201,17 @@ def es(
         updates, opt_state = optimizer.update(descent, state.opt_state, mean_params)
         new_params = optax.apply_updates(mean_params, updates)
 
-        best_params, best_fitness = update_best(
-            state.best_params,
-            state.best_fitness,
+        best_member, best_member_fitness = update_best(
+            state.best_member,
+            state.best_member_fitness,
             fitness,
-            lambda i: {**state.mean, "params": perturb.apply(mean_params, member_delta(i))},
+            lambda i: with_params(state.mean, perturb.apply(mean_params, member_delta(i))),
         )
         state = ESState(
-            mean={**state.mean, "params": new_params},
+            mean=with_params(state.mean, new_params),
             opt_state=opt_state,
-            best_params=best_params,
-            best_fitness=best_fitness,
+            best_member=best_member,
+            best_member_fitness=best_member_fitness,
             generation=state.generation + 1,
             mask_key=state.mask_key,
         )

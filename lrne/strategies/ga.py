@@ -14,7 +14,6 @@ as in Garbus & Pollack 2025.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
@@ -24,10 +23,12 @@ import jax.numpy as jnp
 from lrne.genome import Metrics, Population, PyTree
 from lrne.perturb import gaussian_noise
 from lrne.strategies.base import (
+    ScalarOrSchedule,
     Strategy,
+    at_generation,
     check_fitness,
     check_int,
-    check_positive,
+    check_scalar_or_schedule,
     finite_mean,
     no_best,
     num_nonfinite,
@@ -65,7 +66,7 @@ DEFAULT_FREEZE = ("LayerNorm",)
 def ga(
     population_size: int,
     num_elites: int,
-    sigma: float,
+    sigma: ScalarOrSchedule,
     freeze: Sequence[str] = DEFAULT_FREEZE,
     density: float = 1.0,
     mask: str = "dynamic",
@@ -75,7 +76,9 @@ def ga(
     Args:
         population_size: members per generation, > num_elites.
         num_elites: members kept unmutated, 1 <= num_elites < population_size.
-        sigma: mutation strength relative to each tensor's init std, > 0.
+        sigma: mutation strength relative to each tensor's init std
+            (:func:`lrne.strategies.mutation.init_std`), > 0, or an optax
+            schedule of the generation.
         freeze: regexes; leaves whose path (e.g. ``'params/LayerNorm_0/scale'``)
             matches one are never mutated. The default keeps LayerNorms fixed,
             as Garbus & Pollack do; ``()`` mutates everything.
@@ -93,7 +96,7 @@ def ga(
         raise ValueError(
             f"num_elites must be < population_size ({population_size}), got {num_elites}"
         )
-    check_positive("sigma", sigma)
+    check_scalar_or_schedule("sigma", sigma)
     check_subspace(density, mask)
     freeze = tuple(freeze)
     num_children = population_size - num_elites
@@ -139,6 +142,7 @@ def ga(
         subspaces = [None] * len(leaves)
         if density < 1:
             subspaces, state = masks(jax.random.fold_in(key, 1), state, parents)
+        sigma_now = jnp.asarray(at_generation(sigma, state.generation), jnp.float32)
         children = []
         for leaf, k, std, is_frozen, is_factor, subspace in zip(
             leaves,
@@ -151,7 +155,7 @@ def ga(
         ):
             child = leaf[parents]
             if not is_frozen:
-                scale = (math.sqrt(sigma) if is_factor else sigma) * std
+                scale = (jnp.sqrt(sigma_now) if is_factor else sigma_now) * std
                 noise = gaussian_noise(k, child.shape, child.dtype, scale)
                 if subspace is not None:
                     noise = jnp.where(subspace, noise, 0.0)

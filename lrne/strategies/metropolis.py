@@ -27,10 +27,12 @@ import jax.numpy as jnp
 from lrne.genome import Metrics, Population, PyTree
 from lrne.perturb import gaussian_noise
 from lrne.strategies.base import (
+    ScalarOrSchedule,
     Strategy,
+    at_generation,
     check_fitness,
     check_int,
-    check_positive,
+    check_scalar_or_schedule,
     no_best,
     ranked,
     typed,
@@ -48,12 +50,13 @@ class MetropolisState(NamedTuple):
     generation: jax.Array
 
 
-def metropolis(num_chains: int, sigma: float, beta: float) -> Strategy:
+def metropolis(num_chains: int, sigma: ScalarOrSchedule, beta: float) -> Strategy:
     """Conditioned stochastic mutation for ``num_chains`` independent chains.
 
     Args:
         num_chains: chains evolved side by side (the population size).
-        sigma: std of the Gaussian mutation of every parameter, > 0.
+        sigma: std of the Gaussian mutation of every parameter (absolute), > 0,
+            or an optax schedule of the generation.
         beta: inverse temperature, > 0; ``math.inf`` accepts a proposal iff
             the loss does not increase.
 
@@ -64,7 +67,7 @@ def metropolis(num_chains: int, sigma: float, beta: float) -> Strategy:
         Metrics: ``acceptance_rate``.
     """
     check_int("num_chains", num_chains, 1)
-    check_positive("sigma", sigma)
+    check_scalar_or_schedule("sigma", sigma)
     if not isinstance(beta, int | float) or math.isnan(beta) or beta <= 0:
         raise ValueError(f"beta must be a number > 0 (math.inf allowed), got {beta!r}")
 
@@ -89,10 +92,11 @@ def metropolis(num_chains: int, sigma: float, beta: float) -> Strategy:
 
     def ask(key: jax.Array, state: MetropolisState) -> tuple[Population, MetropolisState]:
         scored = state.generation > 0
+        sigma_now = jnp.asarray(at_generation(sigma, state.generation), jnp.float32)
         leaves, treedef = jax.tree.flatten(state.params)
         keys = jax.random.split(key, len(leaves))
         proposals = [
-            x + gaussian_noise(k, x.shape, x.dtype, jnp.where(scored, sigma, 0.0))
+            x + gaussian_noise(k, x.shape, x.dtype, jnp.where(scored, sigma_now, 0.0))
             for x, k in zip(leaves, keys, strict=True)
         ]
         return Population(shared={}, members=jax.tree.unflatten(treedef, proposals)), state

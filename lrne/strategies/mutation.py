@@ -32,7 +32,11 @@ def init_std(params: PyTree) -> PyTree:
     A leaf with spread (kernels, factors) gets its empirical std. A constant-
     initialized leaf (biases at 0, norm scales at 1) gets the std of its layer's
     materialized kernel, so a bias mutates on the scale of the weights feeding
-    it; a constant leaf with no varying kernel beside it (a LayerNorm) gets 1.0.
+    it; a constant leaf with no varying kernel beside it (a LayerNorm, a raw
+    array of one value) gets 1.0, so every leaf mutates.
+
+    This is the one place the GA's and Metropolis's relative σ is defined:
+    a leaf's mutation std is ``sigma × init_std``.
     """
 
     def visit(node: Any) -> Any:
@@ -50,4 +54,5 @@ def init_std(params: PyTree) -> PyTree:
             out[name] = jnp.where(std > 0, std, fallback) if constant else std
         return type(node)(out)
 
-    return visit(params)
+    nonzero = lambda std: jnp.where(std > 0, std, jnp.float32(1.0))
+    return jax.tree.map(nonzero, visit(params))

@@ -52,15 +52,16 @@ import jax.numpy as jnp
 import optax
 
 from lrne import perturb
-from lrne.genome import Local, Metrics, Population, PyTree
+from lrne.genome import Local, Metrics, Population, PyTree, params_of, with_params
 from lrne.nn.perturbed import PERTURB, prepare
 from lrne.strategies.base import (
     Strategy,
+    at_generation,
+    check_dense_noise,
     check_fitness,
     check_int,
     check_optimizer,
-    check_positive,
-    check_variables,
+    check_scalar_or_schedule,
     finite_mean,
     no_best,
     num_nonfinite,
@@ -73,8 +74,8 @@ class OnlineESState(NamedTuple):
     """State of an online ES.
 
     Attributes:
-        mean: the variables dict ``{"params": θ, ...}``; the strategy's answer.
-        opt_state: optimizer state for ``mean["params"]``.
+        mean: the genome θ (flax variables, or any pytree); the strategy's answer.
+        opt_state: optimizer state for the mean's params.
         noise: each particle's perturbation δ of the current window (leading axis N).
         accumulated: the estimator's memory of past noise (PES: ξ since the
             episode began, low-rank leaves as T/W concatenated window factors);
@@ -89,6 +90,7 @@ class OnlineESState(NamedTuple):
         generation: updates so far.
         best_fitness: the best finite window fitness (a member's sum over a
             window) seen so far.
+        sigma: (N,) the σ each particle's current noise was drawn with.
     """
 
     mean: PyTree
@@ -101,6 +103,7 @@ class OnlineESState(NamedTuple):
     restart: jax.Array
     generation: jax.Array
     best_fitness: jax.Array
+    sigma: jax.Array
 
     @property
     def best_params(self) -> PyTree:
@@ -206,7 +209,7 @@ def check_online_settings(
 ) -> None:
     """Construction-time checks shared by every online estimator."""
     check_int("num_particles", num_particles, 1)
-    check_positive("sigma", sigma)
+    check_scalar_or_schedule("sigma", sigma)
     check_optimizer(optimizer)
     check_int("horizon", horizon, 1)
     check_int("truncation_length", truncation_length, 1)
@@ -276,18 +279,24 @@ def online_es(
     truncation_length: int,
     horizon: int,
     noise_rank: int = 0,
+    dense_noise: tuple[str, ...] = (),
 ) -> Strategy:
     """An online ES from an estimator's hooks; what :func:`nres`, :func:`pes`, :func:`tes` build.
 
     Args:
         estimator: the estimator's :class:`Estimator` hooks.
         num_particles: N; the population has 2N members, [δ; −δ].
-        sigma: perturbation std per parameter entry, > 0.
+        sigma: perturbation std per parameter entry (absolute), > 0, or an optax
+            schedule of the generation: a particle's noise keeps the σ it was
+            drawn with (``sigma`` of :class:`OnlineESState`) until it is renewed.
         optimizer: optax optimizer; it receives −ĝ (optax minimizes).
         truncation_length: W, steps per window (one update each); must divide
             ``horizon``.
         horizon: T, the episode length of the task (``task.horizon``).
-        noise_rank: 0 for dense noise, r > 0 for rank-r noise on 2-D weights.
+        noise_rank: 0 for dense noise, r > 0 for rank-r noise on every leaf of
+            two or more axes (see :func:`lrne.es`).
+        dense_noise: params given dense noise under ``noise_rank > 0`` (see
+            :func:`lrne.es`).
 
     Returns:
         A :class:`~lrne.strategies.base.Strategy` with :class:`OnlineESState`.
@@ -298,6 +307,7 @@ def online_es(
         and passes the members' window fitness sums to ``tell``.
     """
     check_online_settings(num_particles, sigma, optimizer, truncation_length, horizon, noise_rank)
+    dense_noise = check_dense_noise(dense_noise)
     window = truncation_length
     num_windows = horizon // window
     burn_in = horizon - window  # a multiple of W: the mask covers whole windows
@@ -306,10 +316,13 @@ def online_es(
     def particle_keys(key: jax.Array) -> jax.Array:
         return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_particles))
 
-    def draw(key: jax.Array, params: PyTree) -> PyTree:
+    def draw(key: jax.Array, params: PyTree, sigma_now: jax.Array) -> PyTree:
         """Fresh noise for every particle (leading axis N), keyed by particle index."""
-        sample = lambda k: perturb.sample(k, params, sigma, noise_rank)
+        sample = lambda k: perturb.sample(k, params, sigma_now, noise_rank, dense_noise)
         return jax.vmap(sample)(particle_keys(key))
+
+    def sigma_at(generation: jax.Array) -> jax.Array:
+        return jnp.asarray(at_generation(sigma, generation), jnp.float32)
 
     def check_task(task: Any) -> None:
         if getattr(task, "horizon", None) != horizon:
@@ -319,12 +332,12 @@ def online_es(
             )
 
     def init(key: jax.Array, params: PyTree, task: Any = None) -> OnlineESState:
-        check_variables(params)
         if task is not None:
             check_task(task)
         key_offset, key_noise, key_inner = jax.random.split(key, 3)
         params = typed(params)
-        noise = draw(key_noise, params["params"])
+        sigma_now = sigma_at(jnp.array(0, jnp.int32))
+        noise = draw(key_noise, params_of(params), sigma_now)
         offsets = window * jax.random.randint(key_offset, (num_particles,), 0, num_windows)
         inner = None
         if task is not None:
@@ -333,7 +346,7 @@ def online_es(
             inner = Local(typed(task.reset(estimator.carry(particle_keys(key_inner)))))
         return OnlineESState(
             mean=params,
-            opt_state=optimizer.init(params["params"]),
+            opt_state=optimizer.init(params_of(params)),
             noise=noise,
             accumulated=estimator.init_memory(noise, num_windows),
             inner=inner,
@@ -342,16 +355,21 @@ def online_es(
             restart=jnp.zeros(num_particles, bool),
             generation=jnp.array(0, jnp.int32),
             best_fitness=no_best(),
+            sigma=jnp.full((num_particles,), sigma_now),
         )
 
     def ask(key: jax.Array, state: OnlineESState) -> tuple[Population, OnlineESState]:
         key = jax.random.fold_in(key, state.generation)
         restart = state.t >= horizon
         t = jnp.where(restart, 0, state.t)
-        fresh = draw(key, state.mean["params"])
-        noise = select(estimator.renews(restart), fresh, state.noise)
+        renews = estimator.renews(restart)
+        sigma_now = jnp.where(renews, sigma_at(state.generation), state.sigma)
+        fresh = draw(key, params_of(state.mean), sigma_at(state.generation))
+        noise = select(renews, fresh, state.noise)
         accumulated = estimator.remember(state.accumulated, noise, t // window, restart)
-        state = state._replace(noise=noise, accumulated=accumulated, t=t, restart=restart)
+        state = state._replace(
+            noise=noise, accumulated=accumulated, t=t, restart=restart, sigma=sigma_now
+        )
         return Population(state.mean, {PERTURB: perturb.antithetic(noise)}), state
 
     def evaluate(
@@ -387,14 +405,15 @@ def online_es(
         finite = jnp.isfinite(diff)
         masked_in = state.steps >= burn_in
         count = jnp.where(masked_in, jnp.sum(finite) * window, 0)
-        weights = jnp.where(finite & masked_in, diff, 0.0) / (2 * sigma**2 * jnp.maximum(count, 1))
+        weights = jnp.where(finite & masked_in, diff, 0.0)
+        weights = weights / (2 * state.sigma**2 * jnp.maximum(count, 1))
+        params = params_of(state.mean)
         gradient = perturb.weighted_sum(
-            weights, estimator.multiplies(state.noise, state.accumulated)
+            weights, estimator.multiplies(state.noise, state.accumulated), params
         )
-        params = state.mean["params"]
         updates, opt_state = masked_update(optimizer, gradient, state.opt_state, params, count)
         state = state._replace(
-            mean={**state.mean, "params": optax.apply_updates(params, updates)},
+            mean=with_params(state.mean, optax.apply_updates(params, updates)),
             opt_state=opt_state,
             t=state.t + window,
             steps=state.steps + window,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import jax
 import optax
 
-from lrne.strategies.base import Strategy
+from lrne.strategies.base import ScalarOrSchedule, Strategy
 from lrne.strategies.online.base import Estimator, online_es
 
 
@@ -31,22 +31,25 @@ NRES = Estimator(renews=on_restart)
 
 def nres(
     num_particles: int,
-    sigma: float,
+    sigma: ScalarOrSchedule,
     optimizer: optax.GradientTransformation,
     truncation_length: int,
     horizon: int,
     noise_rank: int = 0,
+    dense_noise: tuple[str, ...] = (),
 ) -> Strategy:
     """Noise-reuse ES with step-unlocked particles (Li et al. 2023, arXiv 2304.12180).
 
     Args:
         num_particles: N; the population of each window has 2N members, [δ; −δ].
-        sigma: perturbation std per parameter entry, > 0.
+        sigma: perturbation std per parameter entry (absolute), > 0, or an optax schedule.
         optimizer: optax optimizer; it receives −ĝ (optax minimizes).
         truncation_length: W, steps unrolled per generation (one update each);
             must divide ``horizon``.
         horizon: T, the episode length of the task (``task.horizon``).
-        noise_rank: 0 for dense noise, r > 0 for rank-r noise on 2-D weights.
+        noise_rank: 0 for dense noise, r > 0 for rank-r noise on every leaf of
+            two or more axes (see :func:`lrne.es`).
+        dense_noise: params given dense noise under ``noise_rank > 0``.
 
     Returns:
         A :class:`~lrne.strategies.base.Strategy` with
@@ -58,15 +61,18 @@ def nres(
         >>> state = strategy.init(key, task.init_params(key), task)
         >>> state, metrics = jax.jit(lrne.generation_step(strategy, task))(state, key)
     """
-    return online_es(NRES, num_particles, sigma, optimizer, truncation_length, horizon, noise_rank)
+    return online_es(
+        NRES, num_particles, sigma, optimizer, truncation_length, horizon, noise_rank, dense_noise
+    )
 
 
 def full_es(
     num_particles: int,
-    sigma: float,
+    sigma: ScalarOrSchedule,
     optimizer: optax.GradientTransformation,
     horizon: int,
     noise_rank: int = 0,
+    dense_noise: tuple[str, ...] = (),
 ) -> Strategy:
     """FullES: antithetic ES with one update per full episode; :func:`nres` with W = T.
 
@@ -77,13 +83,15 @@ def full_es(
 
     Args:
         num_particles: N; the population of each generation has 2N members, [δ; −δ].
-        sigma: perturbation std per parameter entry, > 0.
+        sigma: perturbation std per parameter entry (absolute), > 0, or an optax schedule.
         optimizer: optax optimizer; it receives −ĝ (optax minimizes).
         horizon: T, the episode length of the task (``task.horizon``), also the
             truncation length.
-        noise_rank: 0 for dense noise, r > 0 for rank-r noise on 2-D weights.
+        noise_rank: 0 for dense noise, r > 0 for rank-r noise on every leaf of
+            two or more axes (see :func:`lrne.es`).
+        dense_noise: params given dense noise under ``noise_rank > 0``.
 
     Returns:
         ``nres(num_particles, sigma, optimizer, horizon, horizon, noise_rank)``.
     """
-    return nres(num_particles, sigma, optimizer, horizon, horizon, noise_rank)
+    return nres(num_particles, sigma, optimizer, horizon, horizon, noise_rank, dense_noise)

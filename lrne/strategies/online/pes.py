@@ -24,7 +24,7 @@ import optax
 
 from lrne.genome import LowRank, PyTree
 from lrne.perturb import is_lowrank
-from lrne.strategies.base import Strategy
+from lrne.strategies.base import ScalarOrSchedule, Strategy
 from lrne.strategies.online.base import Estimator, online_es, select
 
 
@@ -70,22 +70,24 @@ PES = Estimator(renews=every_window, multiplies=the_sum, init_memory=empty_sum, 
 
 def pes(
     num_particles: int,
-    sigma: float,
+    sigma: ScalarOrSchedule,
     optimizer: optax.GradientTransformation,
     truncation_length: int,
     horizon: int,
     noise_rank: int = 0,
+    dense_noise: tuple[str, ...] = (),
 ) -> Strategy:
     """Persistent ES with step-unlocked particles (Vicol et al. 2021, arXiv 2112.13835).
 
     Args:
         num_particles: N; the population of each window has 2N members, [δ; −δ].
-        sigma: perturbation std per parameter entry, > 0.
+        sigma: perturbation std per parameter entry (absolute), > 0, or an optax schedule.
         optimizer: optax optimizer; it receives −ĝ (optax minimizes).
         truncation_length: W, steps unrolled per generation (one update each);
             must divide ``horizon``.
         horizon: T, the episode length of the task (``task.horizon``).
-        noise_rank: 0 for dense noise, r > 0 for rank-r noise on 2-D weights
+        noise_rank: 0 for dense noise, r > 0 for rank-r noise on every leaf of
+            two or more axes (see :func:`lrne.es`)
             (ξ then has rank r·T/W).
 
     Returns:
@@ -93,4 +95,6 @@ def pes(
         :class:`~lrne.strategies.online.base.OnlineESState`, whose
         ``accumulated`` is ξ; see :func:`~lrne.strategies.online.base.online_es`.
     """
-    return online_es(PES, num_particles, sigma, optimizer, truncation_length, horizon, noise_rank)
+    return online_es(
+        PES, num_particles, sigma, optimizer, truncation_length, horizon, noise_rank, dense_noise
+    )

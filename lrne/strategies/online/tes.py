@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import optax
 
 from lrne.genome import PyTree
-from lrne.strategies.base import Strategy
+from lrne.strategies.base import ScalarOrSchedule, Strategy
 from lrne.strategies.online.base import Estimator, online_es
 from lrne.strategies.online.pes import every_window
 
@@ -60,11 +60,12 @@ TES = Estimator(
 
 def tes(
     num_particles: int,
-    sigma: float,
+    sigma: ScalarOrSchedule,
     optimizer: optax.GradientTransformation,
     truncation_length: int,
     horizon: int,
     noise_rank: int = 0,
+    dense_noise: tuple[str, ...] = (),
 ) -> Strategy:
     """Truncated ES with step-unlocked particles: fresh ε per window from a shared state.
 
@@ -75,12 +76,14 @@ def tes(
 
     Args:
         num_particles: N; the population of each window has 2N members, [δ; −δ].
-        sigma: perturbation std per parameter entry, > 0.
+        sigma: perturbation std per parameter entry (absolute), > 0, or an optax schedule.
         optimizer: optax optimizer; it receives −ĝ (optax minimizes).
         truncation_length: W, steps unrolled per generation (one update each);
             must divide ``horizon``.
         horizon: T, the episode length of the task (``task.horizon``).
-        noise_rank: 0 for dense noise, r > 0 for rank-r noise on 2-D weights.
+        noise_rank: 0 for dense noise, r > 0 for rank-r noise on every leaf of
+            two or more axes (see :func:`lrne.es`).
+        dense_noise: params given dense noise under ``noise_rank > 0``.
 
     Returns:
         A :class:`~lrne.strategies.base.Strategy` with
@@ -88,4 +91,6 @@ def tes(
         holds the N shared states; see
         :func:`~lrne.strategies.online.base.online_es`.
     """
-    return online_es(TES, num_particles, sigma, optimizer, truncation_length, horizon, noise_rank)
+    return online_es(
+        TES, num_particles, sigma, optimizer, truncation_length, horizon, noise_rank, dense_noise
+    )

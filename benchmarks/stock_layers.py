@@ -1,0 +1,157 @@
+"""Stock flax attention on the low-rank path: member bytes, compiled temporaries, compile time.
+
+Issue 24's figures, measured on this machine:
+
+- a 2-block, d=128 stock-flax transformer (``nn.Embed``, causal
+  ``nn.SelfAttention``, ``nn.LayerNorm``, ``nn.Dense`` MLP) under low-rank ES
+  (rank 1) at P=256: the bytes of the population's member noise, how much of
+  it is attention, and the compiled generation's temporary bytes; beside the
+  same model with dense noise (``noise_rank=0``), which is what stock
+  attention got before;
+- first-generation time (compile + run, each in a fresh process, median of
+  repetitions) of a 2-block, d=32 stock transformer LM against lrne's own
+  ``lrne.nn.Transformer`` of the same size, both under low-rank ES
+  (target: ratio <= 2).
+
+    python benchmarks/stock_layers.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import optax
+from common import machine, median, write
+from flax import linen as nn
+
+import lrne
+
+
+class StockBlock(nn.Module):
+    width: int
+    heads: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array) -> jax.Array:
+        attention = nn.SelfAttention(num_heads=self.heads, qkv_features=self.width)
+        x = nn.LayerNorm()(x + attention(x, mask=mask))
+        hidden = nn.relu(nn.Dense(4 * self.width)(x))
+        return nn.LayerNorm()(x + nn.Dense(self.width)(hidden))
+
+
+class StockTransformer(nn.Module):
+    vocab: int
+    width: int
+    heads: int = 4
+    blocks: int = 2
+
+    @nn.compact
+    def __call__(self, ids: jax.Array) -> jax.Array:
+        embed = nn.Embed(self.vocab, self.width)
+        x = embed(ids)
+        mask = nn.make_causal_mask(ids)
+        for _ in range(self.blocks):
+            x = StockBlock(self.width, self.heads)(x, mask)
+        return embed.attend(x)
+
+
+def task_for(model: nn.Module, vocab: int, length: int) -> lrne.tasks.Function:
+    """Next-token log-likelihood of one fixed window, as a model-aware task."""
+    ids = jax.random.randint(jax.random.key(0), (1, length + 1), 0, vocab)
+
+    class NextToken(lrne.tasks.Task):
+        def init_params(self, key):
+            return model.init(key, ids[:, :-1])
+
+        def evaluate_members(self, keys, population):
+            logits = lrne.nn.population_apply(model, population, ids[:, :-1])
+            logp = jax.nn.log_softmax(logits)
+            picked = jnp.take_along_axis(logp, ids[None, :, 1:, None], axis=-1)
+            return jnp.mean(picked, axis=(1, 2, 3)), {}
+
+    return NextToken()
+
+
+def memory(width: int, population: int, noise_rank: int) -> dict:
+    model = StockTransformer(vocab=65, width=width)
+    task = task_for(model, 65, 64)
+    strategy = lrne.es(population, 0.01, optax.adam(1e-3), noise_rank=noise_rank)
+    state = strategy.init(jax.random.key(0), task.init_params(jax.random.key(0)))
+    members = strategy.ask(jax.random.key(1), state)[0].members["perturb"]
+    total = sum(x.nbytes for x in jax.tree.leaves(members))
+    attention = sum(
+        x.nbytes
+        for path, x in jax.tree_util.tree_leaves_with_path(members)
+        if "SelfAttention" in lrne.genome.path_str(path)
+    )
+    step = jax.jit(lrne.generation_step(strategy, task))
+    compiled = step.lower(state, jax.random.key(2)).compile()
+    temp = compiled.memory_analysis().temp_size_in_bytes
+    return {"member_noise_mb": total / 1e6, "attention_mb": attention / 1e6, "temp_mb": temp / 1e6}
+
+
+FIRST = """
+import sys, time
+t0 = time.perf_counter()
+sys.path.insert(0, sys.argv[2])
+import jax, optax, lrne
+from stock_layers import StockTransformer, task_for
+arm = sys.argv[1]
+if arm == 'stock':
+    model = StockTransformer(vocab=65, width=32)
+else:
+    model = lrne.nn.Transformer(vocab_size=65, hidden=32, num_heads=4, ff=128, num_blocks=2)
+task = task_for(model, 65, 64)
+strategy = lrne.es(256, 0.01, optax.adam(1e-3), noise_rank=1)
+state = strategy.init(jax.random.key(0), task.init_params(jax.random.key(0)))
+step = jax.jit(lrne.generation_step(strategy, task))
+start = time.perf_counter()
+state, metrics = step(state, jax.random.key(1))
+jax.block_until_ready(metrics)
+print(time.perf_counter() - start)
+"""
+
+
+def first_generation(arm: str) -> float:
+    out = subprocess.run(
+        [sys.executable, "-c", FIRST, arm, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    width, population, repetitions = (32, 16, 1) if args.quick else (128, 256, 3)
+    started = time.perf_counter()
+    result = {
+        "machine": machine(),
+        "quick": args.quick,
+        "setup": {"width": width, "blocks": 2, "population": population, "context": 64},
+        "lowrank": memory(width, population, 1),
+        "dense_noise": memory(width, population, 0),
+    }
+    times = {"stock": [], "lrne": []}
+    for _ in range(repetitions):
+        for arm in times:  # interleaved, each in a fresh process
+            times[arm].append(first_generation(arm))
+    result["first_generation_s"] = {arm: median(t) for arm, t in times.items()}
+    result["first_generation_ratio"] = (
+        result["first_generation_s"]["stock"] / result["first_generation_s"]["lrne"]
+    )
+    result["seconds"] = time.perf_counter() - started
+    write("stock_layers_quick" if args.quick else "stock_layers", result)
+
+
+if __name__ == "__main__":
+    main()
