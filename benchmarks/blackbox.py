@@ -61,11 +61,11 @@ def evosax_run(name: str, sigma: float, population: int, generations: int):
     params = algo.default_params
 
     def run(key):
-        state = algo.init(key, solution, params)
-        if name == "ga":
+        if name == "es":
+            state = algo.init(key, solution, params)
+        else:
             initial = jnp.broadcast_to(solution, (population, DIM))
-            fitness = jax.vmap(rastrigin)(initial)
-            state = algo.init(key, initial, fitness, params)
+            state = algo.init(key, initial, jax.vmap(rastrigin)(initial), params)
 
         def gen(state, k):
             k_ask, k_tell = jax.random.split(k)
@@ -79,6 +79,32 @@ def evosax_run(name: str, sigma: float, population: int, generations: int):
         return rastrigin(answer)
 
     return jax.jit(run)
+
+
+LABELS = {
+    "lrne_es": "lrne ES (`lrne.es`)",
+    "lrne_ga": "lrne GA (`lrne.ga`)",
+    "evosax_open_es": "evosax `Open_ES`",
+    "evosax_simple_ga": "evosax `SimpleGA`",
+}
+
+
+def table(result: dict) -> str:
+    """Markdown: each arm's best σ, its Rastrigin value and warm seconds per run."""
+    setup = result["setup"]
+    rows = [
+        f"{setup['dim']}-D Rastrigin from x = {setup['start']} (value "
+        f"{setup['start_value']:.0f}), population {setup['population']}, "
+        f"{setup['generations']} generations, {setup['seeds']} seeds; {result['machine']}.",
+        "",
+        "| arm | best σ | Rastrigin (mean) | warm seconds per run |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for arm, r in result["arms"].items():
+        rows.append(
+            f"| {LABELS[arm]} | {r['best_sigma']:g} | {r['rastrigin']:.1f} | {r['seconds']:.3f} |"
+        )
+    return "\n".join(rows)
 
 
 def main() -> None:

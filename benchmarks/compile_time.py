@@ -10,7 +10,11 @@ compiled (random policies on Breakout die within tens of steps, so they are
 short). Target: first call <= 5 s with compaction. Also timed: the default
 ``lrne train`` (no arguments: the quick CartPole GA), wall-clock of the whole
 command in a fresh process, imports and compiling included
-(``lrne_train_wall_s``). Writes benchmarks/results/compile_time.json.
+(``lrne_train_wall_s``). And issue 24's figure: the first generation of a
+2-block, d=32 stock-flax transformer LM (``nn.SelfAttention`` etc., from
+``stock_layers.py``) against lrne's own ``lrne.nn.Transformer`` of the same
+size, both under low-rank ES at P=256 (target: ratio <= 2).
+Writes benchmarks/results/compile_time.json.
 
     python benchmarks/compile_time.py [--quick]
 """
@@ -32,7 +36,10 @@ ARMS = {
     "es_lowrank_compaction": ("es", 0.75),
     "ga_one_buffer": ("ga", None),
     "es_lowrank_one_buffer": ("es", None),
+    "lm_stock_flax": ("lm_stock", None),
+    "lm_lrne": ("lm_lrne", None),
 }
+LM_TARGET_RATIO = 2.0  # stock-flax transformer's first generation / lrne's own
 
 
 def sizes(quick: bool) -> dict:
@@ -41,13 +48,30 @@ def sizes(quick: bool) -> dict:
     return dict(env="Breakout-MinAtar", hidden=(256, 256), ga=256, es=1024, repetitions=3)
 
 
+def lm_arm(name: str, quick: bool) -> tuple:
+    """A 2-block, d=32 transformer LM under low-rank ES (P=256): stock flax or lrne's own."""
+    import optax
+    from stock_layers import StockTransformer, task_for
+
+    import lrne
+
+    if name == "lm_stock":
+        model = StockTransformer(vocab=65, width=32)
+    else:
+        model = lrne.nn.Transformer(vocab_size=65, hidden=32, num_heads=4, ff=128, num_blocks=2)
+    population = 16 if quick else 256
+    return task_for(model, 65, 64), lrne.es(population, 0.01, optax.adam(1e-3), noise_rank=1)
+
+
 def child(strategy_name: str, compaction: float | None, quick: bool) -> dict:
     """One fresh process: build, then time the first call and three warm calls."""
-    import jax
     import optax
 
     import lrne
 
+    if strategy_name.startswith("lm_"):
+        task, strategy = lm_arm(strategy_name, quick)
+        return timed(task, strategy)
     s = sizes(quick)
     env, env_params = lrne.tasks.make_env(s["env"])
     obs_ndim = len(env.observation_space(env_params).shape)
@@ -59,6 +83,14 @@ def child(strategy_name: str, compaction: float | None, quick: bool) -> dict:
         strategy = lrne.ga(s["ga"], s["ga"] // 16, 0.1)
     else:
         strategy = lrne.es(s["es"], 0.05, optax.sgd(0.01), noise_rank=1)
+    return timed(task, strategy)
+
+
+def timed(task, strategy) -> dict:
+    import jax
+
+    import lrne
+
     key = jax.random.key(0)
     state = strategy.init(key, task.init_params(key))
     step = jax.jit(lrne.generation_step(strategy, task))
@@ -73,8 +105,8 @@ def child(strategy_name: str, compaction: float | None, quick: bool) -> dict:
     return {
         "first_call_s": first,
         "warm_s": median(warm),
-        "env_steps": int(metrics["env_steps"]),
-        "env_steps_computed": int(metrics["env_steps_computed"]),
+        "env_steps": int(metrics.get("env_steps", 0)),
+        "env_steps_computed": int(metrics.get("env_steps_computed", 0)),
     }
 
 
@@ -119,6 +151,9 @@ def main() -> None:
         "warm_s": {a: median([r["warm_s"] for r in rs]) for a, rs in runs.items()},
         "env_steps_computed": {a: rs[-1]["env_steps_computed"] for a, rs in runs.items()},
         "target_first_call_s": 5.0,
+        "lm_first_call_ratio": median([r["first_call_s"] for r in runs["lm_stock_flax"]])
+        / median([r["first_call_s"] for r in runs["lm_lrne"]]),
+        "target_lm_first_call_ratio": LM_TARGET_RATIO,
         "lrne_train_wall_s": median(train_wall),
         "machine": machine(),
         "setup": {
@@ -126,6 +161,12 @@ def main() -> None:
             "mlp_hidden": list(s["hidden"]),
             "ga": {"population_size": s["ga"], "rank": 4},
             "es_lowrank": {"population_size": s["es"], "noise_rank": 1, "rank": 0},
+            "lm": {
+                "model": "2 blocks, d=32, 4 heads, ff 128, vocab 65, context 64",
+                "lm_stock_flax": "nn.Embed, causal nn.SelfAttention, nn.LayerNorm, nn.Dense MLP",
+                "lm_lrne": "lrne.nn.Transformer",
+                "strategy": "lrne.es, noise_rank=1, population 256",
+            },
             "early_exit": True,
             "compaction": {a: c for a, (_, c) in ARMS.items()},
             "repetitions": s["repetitions"],

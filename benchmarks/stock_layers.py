@@ -1,4 +1,4 @@
-"""Stock flax attention on the low-rank path: member bytes, compiled temporaries, compile time.
+"""Stock flax attention on the low-rank path: member bytes and compiled temporaries.
 
 Issue 24's figures, measured on this machine:
 
@@ -7,11 +7,10 @@ Issue 24's figures, measured on this machine:
   (rank 1) at P=256: the bytes of the population's member noise, how much of
   it is attention, and the compiled generation's temporary bytes; beside the
   same model with dense noise (``noise_rank=0``), which is what stock
-  attention got before;
-- first-generation time (compile + run, each in a fresh process, median of
-  repetitions) of a 2-block, d=32 stock transformer LM against lrne's own
-  ``lrne.nn.Transformer`` of the same size, both under low-rank ES
-  (target: ratio <= 2).
+  attention got before.
+
+The first-generation time of the stock transformer against lrne's own is in
+``compile_time.py`` (it imports ``StockTransformer`` and ``task_for`` from here).
 
     python benchmarks/stock_layers.py [--quick]
 """
@@ -19,15 +18,12 @@ Issue 24's figures, measured on this machine:
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import optax
-from common import machine, median, write
+from common import machine, write
 from flax import linen as nn
 
 import lrne
@@ -61,7 +57,7 @@ class StockTransformer(nn.Module):
         return embed.attend(x)
 
 
-def task_for(model: nn.Module, vocab: int, length: int) -> lrne.tasks.Function:
+def task_for(model: nn.Module, vocab: int, length: int) -> lrne.tasks.Task:
     """Next-token log-likelihood of one fixed window, as a model-aware task."""
     ids = jax.random.randint(jax.random.key(0), (1, length + 1), 0, vocab)
 
@@ -96,43 +92,30 @@ def memory(width: int, population: int, noise_rank: int) -> dict:
     return {"member_noise_mb": total / 1e6, "attention_mb": attention / 1e6, "temp_mb": temp / 1e6}
 
 
-FIRST = """
-import sys, time
-t0 = time.perf_counter()
-sys.path.insert(0, sys.argv[2])
-import jax, optax, lrne
-from stock_layers import StockTransformer, task_for
-arm = sys.argv[1]
-if arm == 'stock':
-    model = StockTransformer(vocab=65, width=32)
-else:
-    model = lrne.nn.Transformer(vocab_size=65, hidden=32, num_heads=4, ff=128, num_blocks=2)
-task = task_for(model, 65, 64)
-strategy = lrne.es(256, 0.01, optax.adam(1e-3), noise_rank=1)
-state = strategy.init(jax.random.key(0), task.init_params(jax.random.key(0)))
-step = jax.jit(lrne.generation_step(strategy, task))
-start = time.perf_counter()
-state, metrics = step(state, jax.random.key(1))
-jax.block_until_ready(metrics)
-print(time.perf_counter() - start)
-"""
-
-
-def first_generation(arm: str) -> float:
-    out = subprocess.run(
-        [sys.executable, "-c", FIRST, arm, str(Path(__file__).parent)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return float(out.stdout.strip().splitlines()[-1])
+def table(result: dict) -> str:
+    """Markdown: member noise, attention's share and compiled temporaries, rank 1 vs dense."""
+    setup = result["setup"]
+    rows = [
+        f"{setup['blocks']} blocks, d={setup['width']}, P={setup['population']}, "
+        f"context {setup['context']}; {result['machine']}.",
+        "",
+        "| noise | member noise (MB) | of it attention (MB) | compiled temporaries (MB) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for arm, label in (("lowrank", "rank 1"), ("dense_noise", "dense (`noise_rank=0`)")):
+        r = result[arm]
+        rows.append(
+            f"| {label} | {r['member_noise_mb']:.1f} | {r['attention_mb']:.1f} | "
+            f"{r['temp_mb']:.0f} |"
+        )
+    return "\n".join(rows)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    width, population, repetitions = (32, 16, 1) if args.quick else (128, 256, 3)
+    width, population = (32, 16) if args.quick else (128, 256)
     started = time.perf_counter()
     result = {
         "machine": machine(),
@@ -141,14 +124,6 @@ def main() -> None:
         "lowrank": memory(width, population, 1),
         "dense_noise": memory(width, population, 0),
     }
-    times = {"stock": [], "lrne": []}
-    for _ in range(repetitions):
-        for arm in times:  # interleaved, each in a fresh process
-            times[arm].append(first_generation(arm))
-    result["first_generation_s"] = {arm: median(t) for arm, t in times.items()}
-    result["first_generation_ratio"] = (
-        result["first_generation_s"]["stock"] / result["first_generation_s"]["lrne"]
-    )
     result["seconds"] = time.perf_counter() - started
     write("stock_layers_quick" if args.quick else "stock_layers", result)
 

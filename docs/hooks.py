@@ -8,7 +8,7 @@ In a page's Markdown:
   below;
 - ``<!-- table: name -->`` becomes a benchmark table rendered from
   ``benchmarks/results/*.json`` by ``benchmarks/tables.py``, the generator of
-  the README's tables;
+  the README's tables, or by ``table(result)`` of ``benchmarks/NAME.py``;
 - ``<!-- cli -->`` becomes the help of ``lrne`` and of each of its commands,
   from the argument parser of ``lrne.cli``;
 - ``<!-- exports: lrne -->`` becomes the list of a package's ``__all__``, each
@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import json
 import os
 import re
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -79,6 +81,19 @@ def _tables() -> ModuleType:
     return module
 
 
+def benchmark_table(name: str) -> str:
+    """``benchmarks/NAME.py``'s ``table(result)`` of ``benchmarks/results/NAME.json``."""
+    script, result = ROOT / "benchmarks" / f"{name}.py", RESULTS / f"{name}.json"
+    if not (script.exists() and result.exists()):
+        raise PluginError(f"docs: unknown table {name!r}; known: {sorted(TABLES)} or a script")
+    sys.path.insert(0, str(script.parent))  # the scripts import their `common` module
+    try:
+        module = importlib.import_module(name)
+    finally:
+        sys.path.remove(str(script.parent))
+    return module.table(json.loads(result.read_text()))
+
+
 def cli_reference() -> str:
     """``lrne --help`` and every command's ``--help``, as the parser prints them."""
     from lrne.cli import build_parser
@@ -119,9 +134,9 @@ def _fill(kind: str, argument: str, page_uri: str) -> str:
         up = "../" * page_uri.count("/")
         return text.replace("](benchmarks/results/", f"]({up}results/")
     if kind == "table":
-        if argument not in TABLES:
-            raise PluginError(f"docs: unknown table {argument!r}; known: {sorted(TABLES)}")
-        return TABLES[argument](_tables())
+        if argument in TABLES:
+            return TABLES[argument](_tables())
+        return benchmark_table(argument)
     if kind == "exports":
         return exports(argument)
     return cli_reference()

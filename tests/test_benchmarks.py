@@ -26,11 +26,15 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
         ),
         ("early_exit", {"speedup_compaction", "identical_fraction", "machine"}),
         # Fresh processes that only compile: the compacted path is in test_gymnax_task.
-        pytest.param("compile_time", {"first_call_s", "warm_s", "machine"}, marks=pytest.mark.slow),
+        pytest.param(
+            "compile_time",
+            {"first_call_s", "warm_s", "lm_first_call_ratio", "machine"},
+            marks=pytest.mark.slow,
+        ),
         # Member bytes of stock layers: test_contract; fresh processes that compile.
         pytest.param(
             "stock_layers",
-            {"lowrank", "dense_noise", "first_generation_ratio", "machine"},
+            {"lowrank", "dense_noise", "machine"},
             marks=pytest.mark.slow,
         ),
         ("es_memory", {"lrne_es_bytes", "lrne_nres_bytes", "dense_bytes", "machine"}),
@@ -55,6 +59,8 @@ BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
             # ES/NRES evaluation: test_es, test_online; the evosax baselines: ga_vs_evosax.
             marks=pytest.mark.slow,
         ),
+        # lrne.tasks.Function and member_params: test_contract, test_docs_pages.
+        pytest.param("blackbox", {"arms", "machine"}, marks=pytest.mark.slow),
         ("nres_lorenz", {"final_loss", "steps_to_threshold", "machine"}),
         ("estimator_variance", {"variance", "nres_over_pes", "machine"}),
         # The chains' one-step statistics against the closed forms of GD: test_metropolis.

@@ -30,13 +30,14 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from lrne import perturb
+from lrne.errors import ArgumentError
 from lrne.genome import Array, Factors, LowRank, TransposedFactors, TransposedKernel
 from lrne.nn.perturbed import conv_term, read
 
 
 def check_rank(name: str, rank: int) -> None:
     if not isinstance(rank, int) or isinstance(rank, bool) or rank < 0:
-        raise ValueError(f"{name}: rank must be an int >= 0 (0 = dense), got {rank!r}")
+        raise ArgumentError("rank", f"{name}: rank must be an int >= 0 (0 = dense), got {rank!r}")
 
 
 def _check_rank_fits(name: str, rank: int, fan_in: int, fan_out: int) -> None:

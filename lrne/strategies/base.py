@@ -14,6 +14,7 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 
+from lrne.errors import ArgumentError
 from lrne.genome import Metrics, Population, PyTree
 
 
@@ -103,7 +104,7 @@ def no_best() -> jax.Array:
 
 def check_int(name: str, value: Any, low: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        raise ArgumentError(name, f"{name} must be an int >= {low}, got {value!r}")
 
 
 def check_positive(name: str, value: Any) -> None:
@@ -113,7 +114,7 @@ def check_positive(name: str, value: Any) -> None:
         or not math.isfinite(value)
         or value <= 0
     ):
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise ArgumentError(name, f"{name} must be a finite number > 0, got {value!r}")
 
 
 Schedule = Callable[[jax.Array], jax.typing.ArrayLike]
@@ -135,7 +136,9 @@ def at_generation(value: ScalarOrSchedule, generation: jax.Array) -> jax.typing.
 
 def check_optimizer(optimizer: Any) -> None:
     if not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
-        raise ValueError(f"optimizer must be an optax GradientTransformation, got {optimizer!r}")
+        raise ArgumentError(
+            "optimizer", f"optimizer must be an optax GradientTransformation, got {optimizer!r}"
+        )
 
 
 def check_fitness(fitness: jax.Array, population_size: int) -> None:
@@ -146,8 +149,9 @@ def check_fitness(fitness: jax.Array, population_size: int) -> None:
 def check_dense_noise(dense_noise: Any) -> frozenset[str]:
     """``dense_noise`` as a frozenset of param names or paths."""
     if isinstance(dense_noise, str) or not all(isinstance(n, str) for n in dense_noise):
-        raise ValueError(
+        raise ArgumentError(
+            "dense_noise",
             "dense_noise must be a collection of param names or paths "
-            f"(e.g. ('pos_embedding',)), got {dense_noise!r}"
+            f"(e.g. ('pos_embedding',)), got {dense_noise!r}",
         )
     return frozenset(dense_noise)

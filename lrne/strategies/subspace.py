@@ -25,6 +25,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from lrne.errors import ArgumentError
 from lrne.genome import PyTree
 
 MASKS = ("dynamic", "static")
@@ -32,9 +33,9 @@ MASKS = ("dynamic", "static")
 
 def check_subspace(density: Any, mask: Any) -> None:
     if not isinstance(density, int | float) or not 0 < density <= 1:
-        raise ValueError(f"density must be in (0, 1], got {density!r}")
+        raise ArgumentError("density", f"density must be in (0, 1], got {density!r}")
     if mask not in MASKS:
-        raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
+        raise ArgumentError("mask", f"mask must be one of {MASKS}, got {mask!r}")
 
 
 def subspace_mask(key: jax.Array, params: PyTree, density: float) -> PyTree:

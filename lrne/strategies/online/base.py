@@ -52,6 +52,7 @@ import jax.numpy as jnp
 import optax
 
 from lrne import perturb
+from lrne.errors import ArgumentError
 from lrne.genome import Local, Metrics, Population, PyTree, params_of, with_params
 from lrne.nn.perturbed import PERTURB, prepare
 from lrne.strategies.base import (
@@ -215,12 +216,14 @@ def check_online_settings(
     check_int("truncation_length", truncation_length, 1)
     check_int("noise_rank", noise_rank, 0)
     if truncation_length > horizon:
-        raise ValueError(
-            f"truncation_length must be <= horizon ({horizon}), got {truncation_length}"
+        raise ArgumentError(
+            "truncation_length",
+            f"truncation_length must be <= horizon ({horizon}), got {truncation_length}",
         )
     if horizon % truncation_length:
-        raise ValueError(
-            f"truncation_length must divide horizon, got {truncation_length} and {horizon}"
+        raise ArgumentError(
+            "truncation_length",
+            f"truncation_length must divide horizon, got {truncation_length} and {horizon}",
         )
 
 
