@@ -5,7 +5,7 @@ evaluations), in one process: lrne ES and GA on a raw array genome through
 ``lrne.tasks.Function``, evosax ``Open_ES`` and ``SimpleGA``. Every arm starts
 from x = 2.5 in every coordinate (a constant array: lrne's GA σ is then
 absolute, like SimpleGA's) and gets its best σ from the same sweep
-(0.03, 0.1, 0.3, 1.0); ES arms use Adam(0.05). Quality is the Rastrigin value
+(0.003 to 1.0); ES arms use Adam(0.05). Quality is the Rastrigin value
 (lower is better) of each arm's answer (ES: the mean; GA: the best member),
 mean over 3 seeds; time is the warm wall-clock of one jitted, scanned run.
 
@@ -27,7 +27,7 @@ from evosax.algorithms import Open_ES, SimpleGA
 import lrne
 
 DIM = 100
-SIGMAS = (0.03, 0.1, 0.3, 1.0)
+SIGMAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
 
 def rastrigin(x: jax.Array) -> jax.Array:
