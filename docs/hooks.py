@@ -2,13 +2,10 @@
 
 In a page's Markdown:
 
-- ``<!-- readme: ## Heading -->`` becomes that section of README.md (up to the
-  next heading of the same or a higher level; ``<!-- readme: ## Heading | intro -->``:
-  up to its first subsection), with its image paths pointing at the copies
-  below;
 - ``<!-- table: name -->`` becomes a benchmark table rendered from
-  ``benchmarks/results/*.json`` by ``benchmarks/tables.py``, the generator of
-  the README's tables, or by ``table(result)`` of ``benchmarks/NAME.py``;
+  ``benchmarks/results/*.json`` by ``benchmarks/tables.py`` (the names in
+  ``TABLES``; the same renderers write the README's headline table), or by
+  ``table(result)`` of ``benchmarks/NAME.py``;
 - ``<!-- cli -->`` becomes the help of ``lrne`` and of each of its commands,
   from the argument parser of ``lrne.cli``;
 - ``<!-- exports: lrne -->`` becomes the list of a package's ``__all__``, each
@@ -35,41 +32,30 @@ from mkdocs.structure.files import File, Files
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
-MARKER = re.compile(r"<!--\s*(readme|table|cli|exports)\s*:?\s*(.*?)\s*-->")
-FENCE = re.compile(r"^\s*(```|~~~)")
-HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*$")
+MARKER = re.compile(r"<!--\s*(table|cli|exports)\s*:?\s*(.*?)\s*-->")
 
 # `<!-- table: name -->` -> the benchmarks/tables.py renderer and the results it reads.
 TABLES = {
+    # speed and memory (docs/benchmarks.md, docs/how-it-is-fast.md)
+    "ga_vs_evosax": lambda t: "\n".join(t._ga_lines(t._load("ga_vs_evosax"))),
+    "early_exit": lambda t: "\n".join(t._early_exit_lines(t._load("early_exit"))),
+    "es_throughput": lambda t: "\n".join(t._es_lines(t._load("es_throughput"))),
+    "es_memory": lambda t: "\n".join(t._es_memory_lines(t._load("es_memory"))),
+    "lm_throughput": lambda t: "\n".join(t._lm_lines(t._load("lm_throughput"))),
+    "scaling": lambda t: "\n".join(t._scaling_lines(t._load("scaling"))),
+    "floor": lambda t: "\n".join(t._floor_lines()),
+    "compile_time": lambda t: "\n".join(t._compile_lines()),
+    "hyperscale": lambda t: "\n".join(t._hyperscale_lines()),
+    # learning results (docs/results.md and the paper pages)
+    "suite": lambda t: t.render_suite(),
+    "lm_train": lambda t: t.render_lm(),
+    "paper_a_fair": lambda t: t.render_paper_a_fair(),
     "online": lambda t: "\n".join(
         t._online_lines(t._load("nres_lorenz"), t._load("estimator_variance"))
     ),
     "subspace": lambda t: "\n".join(t._subspace_lines(t._load("subspace_finetune"))),
     "correspondence": lambda t: "\n".join(t._correspondence_lines(t._load("correspondence"))),
 }
-
-
-def readme_section(readme: str, heading: str, intro: bool = False) -> str:
-    """The body of the README section titled ``heading`` (e.g. ``## Quickstart``).
-
-    With ``intro``, only its text before its first subsection.
-    """
-    level = len(heading) - len(heading.lstrip("#"))
-    title = heading.lstrip("#").strip()
-    lines, body, inside, fenced = readme.splitlines(), [], False, False
-    for line in lines:
-        if FENCE.match(line):
-            fenced = not fenced
-        match = None if fenced else HEADING.match(line)
-        if match and inside and (intro or len(match.group(1)) <= level):
-            break
-        if inside:
-            body.append(line)
-        elif match and len(match.group(1)) == level and match.group(2) == title:
-            inside = True
-    if not inside:
-        raise PluginError(f"docs: README.md has no section {heading!r}")
-    return "\n".join(body).strip()
 
 
 def _tables() -> ModuleType:
@@ -124,15 +110,7 @@ def exports(package: str) -> str:
     return "\n".join(rows)
 
 
-def _fill(kind: str, argument: str, page_uri: str) -> str:
-    if kind == "readme":
-        heading, _, mode = argument.partition("|")
-        text = readme_section(
-            (ROOT / "README.md").read_text(), heading.strip(), mode.strip() == "intro"
-        )
-        # Images in the README point into the repository; in the site they are under results/.
-        up = "../" * page_uri.count("/")
-        return text.replace("](benchmarks/results/", f"]({up}results/")
+def _fill(kind: str, argument: str) -> str:
     if kind == "table":
         if argument in TABLES:
             return TABLES[argument](_tables())
@@ -144,7 +122,7 @@ def _fill(kind: str, argument: str, page_uri: str) -> str:
 
 def on_page_markdown(markdown: str, page, config, files) -> str:
     def replace(match: re.Match) -> str:
-        return _fill(match.group(1), match.group(2), page.file.src_uri)
+        return _fill(match.group(1), match.group(2))
 
     return MARKER.sub(replace, markdown)
 

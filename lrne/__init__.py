@@ -5,9 +5,9 @@ Neuroevolution* (arXiv 2504.03037).
 
 ``import lrne`` loads the library. The shell around it, :mod:`lrne.callbacks`
 (progress bar, metrics file), :mod:`lrne.checkpoint`, :mod:`lrne.config` and
-:mod:`lrne.saved` (:func:`lrne.load_run`), is imported on first use of
+:mod:`lrne.rundir` (:func:`lrne.load_run`), is imported on first use of
 ``lrne.callbacks``, ``lrne.load_run`` and the like, so the library never pulls in
-rich, orbax or the config schema.
+rich, orbax or the config schema; the command line (``lrne.cli``) is never.
 """
 
 from __future__ import annotations
@@ -49,16 +49,18 @@ if TYPE_CHECKING:  # for type checkers and the API docs; loaded lazily below
     from lrne import callbacks
     from lrne import checkpoint as checkpoint
     from lrne import config as config
+    from lrne import rundir as rundir
     from lrne import saved as saved
-    from lrne.saved import load_run
+    from lrne.rundir import load_run
 
 # Shell names loaded on first access: name -> (module, attribute or None for the module).
 _LAZY: dict[str, tuple[str, str | None]] = {
     "callbacks": ("lrne.callbacks", None),
     "checkpoint": ("lrne.checkpoint", None),
     "config": ("lrne.config", None),
+    "rundir": ("lrne.rundir", None),
     "saved": ("lrne.saved", None),
-    "load_run": ("lrne.saved", "load_run"),
+    "load_run": ("lrne.rundir", "load_run"),
 }
 
 

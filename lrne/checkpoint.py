@@ -5,7 +5,8 @@ orbax step per save, the step being the index of the next generation to run.
 Orbax writes each step to a temporary directory and renames it when complete,
 so a process killed mid-save leaves no partial step behind. A step that is
 there but does not restore (truncated or corrupted files) is moved aside to
-``unreadable-<step>`` (kept, never deleted) and the previous one is used.
+``unreadable-<step>`` (kept, never deleted; or only skipped, when reading
+read-only) and the previous one is used.
 
 :func:`save_params` / :func:`load_params` store one params pytree (e.g. a
 strategy's ``best_params``) for export.
@@ -20,15 +21,22 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from lrne.errors import ArgumentError
 from lrne.genome import PyTree
 
 log = logging.getLogger(__name__)
 
 
 def _signature(tree: Any) -> list[tuple[tuple[int, ...], str]]:
-    """The sorted (shape, dtype) of every array: comparable between a template and metadata."""
-    leaves = jax.tree.leaves(tree)
-    return sorted((tuple(getattr(x, "shape", ())), str(getattr(x, "dtype", ""))) for x in leaves)
+    """The sorted (shape, dtype) of every array: comparable between a template and metadata
+    (a typed key counts as its key data, as orbax stores it)."""
+    out = []
+    for x in jax.tree.leaves(tree):
+        dtype = getattr(x, "dtype", None)
+        if dtype is not None and jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
+            x = jax.eval_shape(jax.random.key_data, x)
+        out.append((tuple(getattr(x, "shape", ())), str(getattr(x, "dtype", ""))))
+    return sorted(out)
 
 
 class RunCheckpoints:
@@ -49,21 +57,28 @@ class RunCheckpoints:
 
     def __init__(self, directory: str | Path, max_to_keep: int = 3) -> None:
         if not isinstance(max_to_keep, int) or max_to_keep < 1:
-            raise ValueError(f"max_to_keep must be an int >= 1, got {max_to_keep!r}")
+            raise ArgumentError(
+                "max_to_keep", f"max_to_keep must be an int >= 1, got {max_to_keep!r}"
+            )
         self.directory = Path(directory).resolve()
         self.max_to_keep = max_to_keep
         self._manager: ocp.CheckpointManager | None = None
 
-    def restore_latest(self, template: PyTree) -> tuple[int, PyTree] | None:
+    def restore_latest(
+        self, template: PyTree, *, read_only: bool = False
+    ) -> tuple[int, PyTree] | None:
         """``(step, tree)`` of the newest step that restores, or None if there is none.
 
         ``template`` is a tree of the saved structure (e.g. the run's initial
-        state): its shapes, dtypes and shardings are those restored. A step
-        whose files are damaged is logged and moved to ``unreadable-<step>``.
+        state, or its ``jax.ShapeDtypeStruct`` s): its shapes, dtypes and
+        shardings are those restored. A step whose files are damaged is logged
+        and moved to ``unreadable-<step>``; with ``read_only`` it is skipped,
+        and nothing in the directory changes.
 
         Raises:
-            ValueError: a readable step holds arrays of other shapes or dtypes
-                than ``template``: a different run, never moved aside.
+            lrne.errors.ArgumentError: (``argument`` ``"checkpoint_dir"``) a
+                readable step holds arrays of other shapes or dtypes than
+                ``template``: a different run, never moved aside.
         """
         if not self.directory.is_dir():
             return None
@@ -77,13 +92,16 @@ class RunCheckpoints:
                 except Exception:  # unreadable metadata: a damaged step, handled below
                     stored = None
                 if stored is not None and _signature(stored) != _signature(abstract):
-                    raise ValueError(
+                    raise ArgumentError(
+                        "checkpoint_dir",
                         f"checkpoint_dir: step {step} in {str(self.directory)!r} holds another "
-                        "run's state (different shapes or dtypes); use a new directory"
+                        "run's state (different shapes or dtypes); use a new directory",
                     )
                 try:
                     return step, manager.restore(step, args=ocp.args.StandardRestore(abstract))
                 except Exception as error:  # orbax raises several types for damaged files
+                    if read_only:
+                        continue
                     aside = self.directory / f"unreadable-{step}"
                     log.warning(
                         "checkpoint %d is unreadable (%s); moved to %s, trying an older one",

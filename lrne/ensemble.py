@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from lrne.fitness import ranked
 from lrne.genome import Population, PyTree
 from lrne.nn.perturbed import apply, member_variables
-from lrne.strategies.base import ranked
 
 
 def top_k(fitness: jax.Array, k: int) -> jax.Array:

@@ -8,8 +8,9 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from lrne.fitness import finite_mean, ranked
 from lrne.genome import Metrics
-from lrne.strategies.base import Strategy, finite_mean, ranked
+from lrne.strategies.base import Strategy
 
 
 def fitness_stats(fitness: jax.Array) -> Metrics:
@@ -29,9 +30,18 @@ def generation_step(
     refine ``fitness_mean``: online ES report the mean per-step fitness).
 
     Example:
+        >>> import jax, jax.numpy as jnp, lrne
+        >>> task = lrne.tasks.Function(lambda x: -jnp.sum(x**2), jnp.ones(3))
+        >>> strategy = lrne.ga(population_size=16, num_elites=4, sigma=0.5)
+        >>> state = strategy.init(jax.random.key(0), task.init_params(jax.random.key(0)))
         >>> step = jax.jit(lrne.generation_step(strategy, task))
-        >>> state, metrics = step(state, key)
-        >>> state, history = jax.lax.scan(generation_step(strategy, task), state, keys)
+        >>> state, metrics = step(state, jax.random.key(1))
+        >>> "fitness_mean" in metrics and "best_fitness" in metrics
+        True
+        >>> keys = jax.random.split(jax.random.key(2), 10)
+        >>> state, history = jax.lax.scan(step, state, keys)  # 10 generations, one program
+        >>> history["best_fitness"].shape
+        (10,)
     """
 
     def step(state: Any, key: jax.Array) -> tuple[Any, Metrics]:

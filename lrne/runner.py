@@ -27,6 +27,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from lrne.distributed import replicate, sharded_generation_step
+from lrne.errors import ArgumentError
 from lrne.generation import generation_step
 from lrne.genome import Metrics, PyTree
 from lrne.strategies.base import Strategy, check_int
@@ -51,6 +52,37 @@ class RunResult(NamedTuple):
     state: Any
     history: list[Row]
     generation: int
+
+
+class RunKeys(NamedTuple):
+    """The keys :func:`run` splits its ``key`` into (:func:`split_key`)."""
+
+    params: jax.Array
+    """Draws the initial params (``task.init_params``)."""
+    init: jax.Array
+    """Initializes the strategy's state (``strategy.init``)."""
+    generations: jax.Array
+    """Generation ``g`` uses ``fold_in(generations, g)``."""
+
+
+def split_key(key: jax.Array) -> RunKeys:
+    """The keys a run of ``key`` uses (:func:`run`, and the template of its checkpoints)."""
+    return RunKeys(*jax.random.split(key, 3))
+
+
+def initial_state(
+    strategy: Strategy, task: Any, key: jax.Array, params: PyTree | None = None
+) -> Any:
+    """The state a run of ``key`` starts from: ``strategy.init`` of ``params`` (default
+    ``task.init_params``), with the keys of :func:`split_key`."""
+    keys = split_key(key)
+    params = task.init_params(keys.params) if params is None else params
+    return strategy.init(keys.init, params, task)
+
+
+def checkpoint_tree(state: Any, key: jax.Array) -> dict[str, Any]:
+    """What a run saves as a checkpoint: the strategy state and its key's data."""
+    return {"state": state, "key": np.asarray(jax.random.key_data(key))}
 
 
 class Callback(Protocol):
@@ -131,21 +163,30 @@ def run(
         Python numbers (the first generation's ``seconds`` include compiling).
 
     Raises:
-        ValueError: bad arguments, or ``checkpoint_dir`` holds another run (a
-            different key or state shapes) or one past ``generations``.
+        lrne.errors.ArgumentError: bad arguments (``argument`` names which), or
+            ``checkpoint_dir`` holds another run (a different key or state
+            shapes; ``argument`` is ``"checkpoint_dir"``) or one past
+            ``generations``.
 
     Example:
-        >>> result = lrne.run(lrne.ga(64, 8, 0.5), task, jax.random.key(0), 50)
-        >>> lrne.evaluate_best(task, result.state.best_params, jax.random.key(1))
+        >>> import jax, jax.numpy as jnp, lrne
+        >>> task = lrne.tasks.Function(lambda x: -jnp.sum(x**2), jnp.ones(3))
+        >>> result = lrne.run(lrne.ga(16, 4, 0.5), task, jax.random.key(0), 10)
+        >>> len(result.history), result.history[-1]["generation"]  # rows of Python numbers
+        (10, 9)
+        >>> score = lrne.evaluate_best(task, result.state.best_params, jax.random.key(1))
+        >>> bool(score > -3.0)  # better than the start, x = (1, 1, 1)
+        True
     """
     check_int("generations", generations, 1)
     check_int("checkpoint_every", checkpoint_every, 0)
     if state is not None and params is not None:
-        raise ValueError("give state or params, not both: params only build the initial state")
-    key_params, key_init, key_run = jax.random.split(key, 3)
+        raise ArgumentError(
+            "params", "give state or params, not both: params only build the initial state"
+        )
+    key_run = split_key(key).generations
     if state is None:
-        params = task.init_params(key_params) if params is None else params
-        state = strategy.init(key_init, params, task)
+        state = initial_state(strategy, task, key, params)
 
     population_size = None
     if mesh is not None:
@@ -155,23 +196,25 @@ def run(
     step = _compiled_step(strategy, task, population_size, mesh)
 
     checkpoints, start = None, 0
-    key_data = np.asarray(jax.random.key_data(key))
     if checkpoint_dir is not None:
         # Imported here: orbax adds half a second to `import lrne`.
         from lrne.checkpoint import RunCheckpoints
 
         checkpoints = RunCheckpoints(checkpoint_dir)
-        restored = checkpoints.restore_latest({"state": state, "key": key_data})
+        template = checkpoint_tree(state, key)
+        restored = checkpoints.restore_latest(template)
         if restored is not None:
             start, saved = restored
-            if not np.array_equal(saved["key"], key_data):
-                raise ValueError(
-                    f"checkpoint_dir: {str(checkpoint_dir)!r} holds a run of another key"
+            if not np.array_equal(saved["key"], template["key"]):
+                raise ArgumentError(
+                    "checkpoint_dir",
+                    f"checkpoint_dir: {str(checkpoint_dir)!r} holds a run of another key",
                 )
             if start > generations:
-                raise ValueError(
+                raise ArgumentError(
+                    "generations",
                     f"generations ({generations}) is less than the {start} generations "
-                    f"already run in {str(checkpoint_dir)!r}"
+                    f"already run in {str(checkpoint_dir)!r}",
                 )
             state = saved["state"] if mesh is None else replicate(saved["state"], mesh)
 
@@ -191,7 +234,7 @@ def run(
             generation += 1
             due = checkpoint_every and generation % checkpoint_every == 0
             if checkpoints is not None and (due or stop or generation == generations):
-                checkpoints.save(generation, {"state": state, "key": key_data})
+                checkpoints.save(generation, checkpoint_tree(state, key))
             if stop:
                 break
     finally:

@@ -19,7 +19,9 @@ from PIL import Image
 
 import lrne
 import lrne.config as cfg
+import lrne.config.build
 from lrne.cli import main
+from lrne.cli.present import describe
 from lrne.strategies import registry
 
 CONFIG_DIR = Path(__file__).parent.parent / "configs"
@@ -108,7 +110,7 @@ def test_every_config_runs_and_its_run_is_used(path, tmp_path, capsys):
     code, out, err = run_lrne(capsys, "eval", str(run))
     assert code == 0, err
     for name, value in summary["fresh_fitness"].items():
-        assert f"{name} params: {written.task.describe(value, 2)}\n" in out
+        assert f"{name} params: {describe(written.task, value, 2)}\n" in out
 
     # lrne render draws what plays; lrne sample writes what models text; the rest say so.
     if path.stem in RENDERED:
@@ -190,7 +192,7 @@ def test_a_run_started_from_its_config_toml_reproduces_it(tmp_path, capsys, monk
 
     changed = {"sigma": 0.3, "optimizer": "sgd", "learning_rate": 0.5, "noise_rank": 2}
     monkeypatch.setitem(registry.DEFAULTS, "es_lowrank", changed)
-    cfg._build.cache_clear()  # build the strategy anew, from the file
+    lrne.config.build.build_all.cache_clear()  # build the strategy anew, from the file
     fresh = cfg.load(None, ["strategy.name=es_lowrank"], quick=True).resolve()
     assert fresh.strategy.sigma == 0.3  # what the same options would run now
     code, _, err = run_lrne(

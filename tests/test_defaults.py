@@ -62,7 +62,7 @@ def test_the_cli_shows_the_registry_and_task_defaults():
             assert f"{data['elite_ratio']:g}" in helps["num_elites"]
     episodes = inspect.signature(Gymnax).parameters["num_episodes"].default
     assert f"(default: {episodes})" in helps["num_episodes"]
-    size = cfg.StrategySection.population_size
+    size = cfg.StrategySection().population_size
     assert f"(default: {size})" in helps["population_size"]
     # `lrne train` with no options runs the default config.
     config, resume = resolve_train_config(build_parser().parse_args(["train"]))

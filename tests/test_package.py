@@ -55,7 +55,8 @@ def test_import_lrne_leaves_rich_and_matplotlib_to_the_cli():
     )
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["seen"] == []
-    shell = ("lrne.cli", "lrne.callbacks", "lrne.config", "lrne.saved", "lrne.checkpoint")
+    shell = ("lrne.cli", "lrne.callbacks", "lrne.config", "lrne.rundir", "lrne.saved")
+    shell += ("lrne.checkpoint",)
     assert not set(shell) & set(found["lrne"]), found["lrne"]
     assert "lrne.genome" in found["lrne"]  # the spy saw lrne's imports
 

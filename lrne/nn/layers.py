@@ -42,9 +42,10 @@ def check_rank(name: str, rank: int) -> None:
 
 def _check_rank_fits(name: str, rank: int, fan_in: int, fan_out: int) -> None:
     if rank > min(fan_in, fan_out):
-        raise ValueError(
+        raise ArgumentError(
+            "rank",
             f"{name}: rank={rank} exceeds min(in, out)=min({fan_in}, {fan_out}); "
-            f"allowed range is 0 <= rank <= {min(fan_in, fan_out)}"
+            f"allowed range is 0 <= rank <= {min(fan_in, fan_out)}",
         )
 
 
@@ -140,7 +141,7 @@ class Dense(nn.Module):
     def __post_init__(self) -> None:
         check_rank("Dense", self.rank)
         if self.features < 1:
-            raise ValueError(f"Dense: features must be >= 1, got {self.features}")
+            raise ArgumentError("features", f"Dense: features must be >= 1, got {self.features}")
         super().__post_init__()
 
     @nn.compact

@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 
 from flax import linen as nn
 
+from lrne.errors import ArgumentError
 from lrne.genome import Array, layer_rank
 from lrne.nn.layers import Conv, Dense, check_rank
 
@@ -34,16 +35,19 @@ class MLP(nn.Module):
     def __post_init__(self) -> None:
         check_rank("MLP", self.rank)
         if any(f < 1 for f in self.features) or self.num_outputs < 1:
-            raise ValueError(
+            raise ArgumentError(
+                "features",
                 f"MLP: widths must be >= 1, got features={tuple(self.features)}, "
-                f"num_outputs={self.num_outputs}"
+                f"num_outputs={self.num_outputs}",
             )
         if (
             not isinstance(self.input_ndim, int)
             or isinstance(self.input_ndim, bool)
             or self.input_ndim < 0
         ):
-            raise ValueError(f"MLP: input_ndim must be an int >= 0, got {self.input_ndim!r}")
+            raise ArgumentError(
+                "input_ndim", f"MLP: input_ndim must be an int >= 0, got {self.input_ndim!r}"
+            )
         super().__post_init__()
 
     @nn.compact

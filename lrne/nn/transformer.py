@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from lrne.errors import ArgumentError
 from lrne.genome import Array
 from lrne.nn.layers import Dense, Embed, LayerNorm, check_rank
 
@@ -115,11 +116,12 @@ class Transformer(nn.Module):
         for name in ("vocab_size", "hidden", "num_heads", "ff", "num_blocks"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"Transformer: {name} must be an int >= 1, got {value!r}")
+                raise ArgumentError(name, f"Transformer: {name} must be an int >= 1, got {value!r}")
         if self.hidden % self.num_heads or (self.hidden // self.num_heads) % 2:
-            raise ValueError(
+            raise ArgumentError(
+                "hidden",
                 f"Transformer: hidden ({self.hidden}) must be num_heads ({self.num_heads}) "
-                "times an even head size (rotary embedding)"
+                "times an even head size (rotary embedding)",
             )
         super().__post_init__()
 
@@ -127,7 +129,7 @@ class Transformer(nn.Module):
     def preset(cls, arm: str, vocab_size: int, **overrides: Any) -> Transformer:
         """The paper's arms: ``"factorized"``, ``"full"`` or ``"small"``."""
         if arm not in PRESETS:
-            raise ValueError(f"arm must be one of {tuple(PRESETS)}, got {arm!r}")
+            raise ArgumentError("arm", f"arm must be one of {tuple(PRESETS)}, got {arm!r}")
         return cls(vocab_size=vocab_size, **{**PRESETS[arm], **overrides})
 
     @nn.compact

@@ -1,8 +1,9 @@
 """The strategy contract (optax style) and the bookkeeping every strategy shares.
 
 A strategy is a NamedTuple of pure functions closing over static settings. The
-shared pieces live here once: non-finite ranking, best-so-far tracking, dtype
-fixing of initial params and construction-time checks.
+shared pieces live here once: the ``tell`` bookkeeping (:func:`tracked`; its
+arithmetic is :mod:`lrne.fitness`), σ schedules, dtype fixing of initial
+params and construction-time checks.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from lrne.errors import ArgumentError
+from lrne.fitness import num_nonfinite, ranked, update_best
 from lrne.genome import Metrics, Population, PyTree
 
 
@@ -48,9 +50,10 @@ class Strategy(NamedTuple):
     ``tell(key, state, population, fitness) -> (state, metrics)``: update from
     fitness of shape (population_size,), **maximized**; NaN/inf ranks last.
 
-    Every state exposes ``best_params`` and ``best_fitness``: the best member
-    seen and its fitness, or, where a strategy's answer is its mean (online
-    ES), the mean and the best fitness seen.
+    Every state exposes ``generation``, ``best_params`` (the strategy's
+    answer: the best member seen for the GA and Metropolis, the mean for ES
+    and online ES) and ``best_fitness`` (the best finite fitness of any member
+    seen); the bookkeeping is :func:`tracked`.
     """
 
     init: Callable[..., Any]
@@ -59,47 +62,9 @@ class Strategy(NamedTuple):
     evaluate: Evaluator = evaluate_with_task
 
 
-def ranked(fitness: jax.Array) -> jax.Array:
-    """Fitness with NaN and ±inf replaced by −inf: they rank last everywhere."""
-    return jnp.where(jnp.isfinite(fitness), fitness, -jnp.inf)
-
-
-def num_nonfinite(fitness: jax.Array) -> jax.Array:
-    return jnp.sum(~jnp.isfinite(fitness))
-
-
-def finite_mean(values: jax.Array) -> jax.Array:
-    """Mean over the finite entries (0 when there are none)."""
-    finite = jnp.isfinite(values)
-    return jnp.sum(jnp.where(finite, values, 0.0)) / jnp.maximum(jnp.sum(finite), 1)
-
-
-def update_best(
-    best_params: PyTree,
-    best_fitness: jax.Array,
-    fitness: jax.Array,
-    member: Callable[[jax.Array], PyTree],
-) -> tuple[PyTree, jax.Array]:
-    """Best-so-far tracking: ``(best_params, best_fitness)`` after seeing ``fitness``.
-
-    ``member(i)`` gives member i's params; it is called once, on the fittest
-    finite member. Non-finite fitness never becomes the best.
-    """
-    scores = ranked(fitness)
-    best = jnp.argmax(scores)
-    improved = scores[best] > best_fitness
-    candidate = member(best)
-    params = jax.tree.map(lambda new, old: jnp.where(improved, new, old), candidate, best_params)
-    return params, jnp.maximum(best_fitness, scores[best])
-
-
 def typed(params: PyTree) -> PyTree:
     """Params as arrays of explicit dtype: weak-typed inputs would retrace a step once."""
     return jax.tree.map(lambda x: jnp.asarray(x, jnp.result_type(x)), params)
-
-
-def no_best() -> jax.Array:
-    return jnp.array(-jnp.inf, jnp.float32)
 
 
 def check_int(name: str, value: Any, low: int) -> None:
@@ -144,6 +109,50 @@ def check_optimizer(optimizer: Any) -> None:
 def check_fitness(fitness: jax.Array, population_size: int) -> None:
     if fitness.shape != (population_size,):
         raise ValueError(f"fitness must have shape ({population_size},), got {fitness.shape}")
+
+
+def nth_member(state: Any, population: Population, i: jax.Array) -> PyTree:
+    """Member i's whole params, where the members are whole params (GA, Metropolis)."""
+    del state
+    return jax.tree.map(lambda x: x[i], population.members)
+
+
+def tracked(
+    tell: Callable[[jax.Array, Any, Population, jax.Array], tuple[Any, Metrics]],
+    population_size: int,
+    member: Callable[[Any, Population, jax.Array], PyTree] | None = None,
+) -> Callable[[jax.Array, Any, Population, jax.Array], tuple[Any, Metrics]]:
+    """An algorithm's own ``tell`` inside the bookkeeping every strategy shares.
+
+    The one path every strategy's ``tell`` goes through (the template ``tell``
+    of evosax's ``algorithms/base.py``, as a function): the fitness shape is
+    checked, the algorithm's ``tell`` runs, then the state's ``best_fitness``
+    (and, given ``member(state, population, i)`` -> member i's params,
+    ``best_member``) are updated from the raw fitness
+    (:func:`lrne.fitness.update_best`: non-finite never wins), ``generation``
+    advances by one, and ``num_nonfinite`` joins the metrics. The algorithm's
+    own ``tell`` sees the state as it was asked and leaves those fields alone.
+    """
+
+    def tracked_tell(
+        key: jax.Array, state: Any, population: Population, fitness: jax.Array
+    ) -> tuple[Any, Metrics]:
+        check_fitness(fitness, population_size)
+        new, metrics = tell(key, state, population, fitness)
+        if member is None:
+            best = {"best_fitness": jnp.maximum(state.best_fitness, jnp.max(ranked(fitness)))}
+        else:
+            best_member, best_fitness = update_best(
+                state.best_member,
+                state.best_fitness,
+                fitness,
+                lambda i: member(state, population, i),
+            )
+            best = {"best_member": best_member, "best_fitness": best_fitness}
+        new = new._replace(generation=state.generation + 1, **best)
+        return new, {**metrics, "num_nonfinite": num_nonfinite(fitness)}
+
+    return tracked_tell
 
 
 def check_dense_noise(dense_noise: Any) -> frozenset[str]:

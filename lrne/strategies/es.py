@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import optax
 
 from lrne import perturb
+from lrne.errors import ArgumentError
+from lrne.fitness import centered_rank, no_best
 from lrne.genome import Drawn, Metrics, Population, PyTree, params_of, with_params
 from lrne.nn.perturbed import PERTURB
 from lrne.strategies.base import (
@@ -31,16 +33,12 @@ from lrne.strategies.base import (
     Strategy,
     at_generation,
     check_dense_noise,
-    check_fitness,
     check_int,
     check_optimizer,
     check_scalar_or_schedule,
-    no_best,
-    num_nonfinite,
+    tracked,
     typed,
-    update_best,
 )
-from lrne.strategies.shaping import centered_rank
 from lrne.strategies.subspace import check_subspace, subspace_mask
 
 
@@ -49,14 +47,16 @@ class ESState(NamedTuple):
 
     The answer of an ES is its mean: :attr:`best_params` is ``mean``. The
     luckiest perturbed member seen is kept apart, named as what it is
-    (``best_member``, ``best_member_fitness``): one noisy evaluation of a
-    perturbed member is biased upward and is rarely better than the mean.
+    (``best_member``, whose fitness is ``best_fitness``: the best finite
+    fitness any member scored; the mean itself is not scored): one noisy
+    evaluation of a perturbed member is biased upward and is rarely better
+    than the mean.
     """
 
     mean: PyTree
     opt_state: optax.OptState
     best_member: PyTree
-    best_member_fitness: jax.Array
+    best_fitness: jax.Array
     generation: jax.Array
     mask_key: jax.Array | None = None  # static subspace masks only
 
@@ -64,11 +64,6 @@ class ESState(NamedTuple):
     def best_params(self) -> PyTree:
         """The mean: an ES answers with its mean, never with a perturbed member."""
         return self.mean
-
-    @property
-    def best_fitness(self) -> jax.Array:
-        """The best finite fitness any member scored (the mean itself is not scored)."""
-        return self.best_member_fitness
 
 
 def es(
@@ -119,16 +114,18 @@ def es(
     check_int("population_size", population_size, 2)
     check_int("noise_rank", noise_rank, 0)
     if antithetic and population_size % 2:
-        raise ValueError(
-            f"population_size must be even with antithetic=True, got {population_size}"
+        raise ArgumentError(
+            "population_size",
+            f"population_size must be even with antithetic=True, got {population_size}",
         )
     check_scalar_or_schedule("sigma", sigma)
     dense_noise = check_dense_noise(dense_noise)
     check_subspace(density, mask)
     if density < 1 and noise_rank > 0:
-        raise ValueError(
+        raise ArgumentError(
+            "density",
             f"density < 1 needs dense noise: noise_rank must be 0, got {noise_rank} "
-            "(a subset of entries of a low-rank δ is not low rank)"
+            "(a subset of entries of a low-rank δ is not low rank)",
         )
     check_optimizer(optimizer)
     if not store_noise and density < 1:
@@ -144,7 +141,7 @@ def es(
             mean=params,
             opt_state=optimizer.init(params_of(params)),
             best_member=params,
-            best_member_fitness=no_best(),
+            best_fitness=no_best(),
             generation=jnp.array(0, jnp.int32),
             mask_key=key if static else None,
         )
@@ -176,7 +173,6 @@ def es(
         key: jax.Array, state: ESState, population: Population, fitness: jax.Array
     ) -> tuple[ESState, Metrics]:
         del key
-        check_fitness(fitness, population_size)
         delta = population.members[PERTURB]
         weights = fitness_shaping(fitness)
         if antithetic:
@@ -193,31 +189,16 @@ def es(
             lambda g: scale * g, perturb.weighted_sum(weights, draws, mean_params)
         )
         descent = jax.tree.map(jnp.negative, ascent)
-
-        def member_delta(i: jax.Array) -> PyTree:
-            one = perturb.draw(jax.tree.map(lambda x: x[i][None], delta), mean_params)
-            return jax.tree.map(lambda x: x[0], one)
-
         updates, opt_state = optimizer.update(descent, state.opt_state, mean_params)
         new_params = optax.apply_updates(mean_params, updates)
+        state = state._replace(mean=with_params(state.mean, new_params), opt_state=opt_state)
+        return state, {"update_norm": optax.tree.norm(updates)}
 
-        best_member, best_member_fitness = update_best(
-            state.best_member,
-            state.best_member_fitness,
-            fitness,
-            lambda i: with_params(state.mean, perturb.apply(mean_params, member_delta(i))),
-        )
-        state = ESState(
-            mean=with_params(state.mean, new_params),
-            opt_state=opt_state,
-            best_member=best_member,
-            best_member_fitness=best_member_fitness,
-            generation=state.generation + 1,
-            mask_key=state.mask_key,
-        )
-        return state, {
-            "num_nonfinite": num_nonfinite(fitness),
-            "update_norm": optax.tree.norm(updates),
-        }
+    def perturbed_member(state: ESState, population: Population, i: jax.Array) -> PyTree:
+        """Member i's params (the mean it was drawn around, plus its δ), formed once."""
+        mean_params = params_of(state.mean)
+        one = jax.tree.map(lambda x: x[i][None], population.members[PERTURB])
+        delta = jax.tree.map(lambda x: x[0], perturb.draw(one, mean_params))
+        return with_params(state.mean, perturb.apply(mean_params, delta))
 
-    return Strategy(init, ask, tell)
+    return Strategy(init, ask, tracked(tell, population_size, perturbed_member))

@@ -20,21 +20,19 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lrne.errors import ArgumentError
+from lrne.fitness import finite_mean, no_best, ranked
 from lrne.genome import Metrics, Population, PyTree
 from lrne.perturb import gaussian_noise
 from lrne.strategies.base import (
     ScalarOrSchedule,
     Strategy,
     at_generation,
-    check_fitness,
     check_int,
     check_scalar_or_schedule,
-    finite_mean,
-    no_best,
-    num_nonfinite,
-    ranked,
+    nth_member,
+    tracked,
     typed,
-    update_best,
 )
 from lrne.strategies.mutation import factor_mask, frozen_mask, init_std
 from lrne.strategies.subspace import check_subspace, lineage_ids, subspace_mask
@@ -46,17 +44,24 @@ class GAState(NamedTuple):
     With static subspace masks, ``lineage`` (num_elites,) and
     ``population_lineage`` (population_size,) hold lineage ids (−1: a root,
     unmutated) and ``mask_key`` the key masks are derived from; otherwise None.
+    ``best_member`` is the fittest member seen, the GA's answer
+    (:attr:`best_params`).
     """
 
     elites: PyTree
     elite_fitness: jax.Array
     mutation_std: PyTree
-    best_params: PyTree
+    best_member: PyTree
     best_fitness: jax.Array
     generation: jax.Array
     lineage: jax.Array | None = None
     population_lineage: jax.Array | None = None
     mask_key: jax.Array | None = None
+
+    @property
+    def best_params(self) -> PyTree:
+        """The GA's answer: the fittest member seen."""
+        return self.best_member
 
 
 # Garbus & Pollack evolve everything but the LayerNorms (lrne.nn.Transformer's).
@@ -93,8 +98,9 @@ def ga(
     check_int("population_size", population_size, 2)
     check_int("num_elites", num_elites, 1)
     if num_elites >= population_size:
-        raise ValueError(
-            f"num_elites must be < population_size ({population_size}), got {num_elites}"
+        raise ArgumentError(
+            "num_elites",
+            f"num_elites must be < population_size ({population_size}), got {num_elites}",
         )
     check_scalar_or_schedule("sigma", sigma)
     check_subspace(density, mask)
@@ -110,7 +116,7 @@ def ga(
             elites=elites,
             elite_fitness=jnp.full((num_elites,), -jnp.inf, jnp.float32),
             mutation_std=init_std(params),
-            best_params=params,
+            best_member=params,
             best_fitness=no_best(),
             generation=jnp.array(0, jnp.int32),
             lineage=jnp.full((num_elites,), -1, jnp.int32) if static else None,
@@ -168,31 +174,14 @@ def ga(
         key: jax.Array, state: GAState, population: Population, fitness: jax.Array
     ) -> tuple[GAState, Metrics]:
         del key
-        check_fitness(fitness, population_size)
         scores = ranked(fitness)
         # Stable sort: on ties the lower slot wins, so standing elites are kept.
         top = jnp.argsort(-scores, stable=True)[:num_elites]
-        members = population.members
-        best_params, best_fitness = update_best(
-            state.best_params,
-            state.best_fitness,
-            fitness,
-            lambda i: jax.tree.map(lambda x: x[i], members),
-        )
-        state = GAState(
-            elites=jax.tree.map(lambda x: x[top], members),
+        state = state._replace(
+            elites=jax.tree.map(lambda x: x[top], population.members),
             elite_fitness=scores[top],
-            mutation_std=state.mutation_std,
-            best_params=best_params,
-            best_fitness=best_fitness,
-            generation=state.generation + 1,
             lineage=None if state.lineage is None else state.population_lineage[top],
-            population_lineage=state.population_lineage,
-            mask_key=state.mask_key,
         )
-        return state, {
-            "num_nonfinite": num_nonfinite(fitness),
-            "elite_fitness_mean": finite_mean(state.elite_fitness),
-        }
+        return state, {"elite_fitness_mean": finite_mean(state.elite_fitness)}
 
-    return Strategy(init, ask, tell)
+    return Strategy(init, ask, tracked(tell, population_size, nth_member))

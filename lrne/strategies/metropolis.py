@@ -24,30 +24,38 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from lrne.fitness import no_best, ranked
 from lrne.genome import Metrics, Population, PyTree
 from lrne.perturb import gaussian_noise
 from lrne.strategies.base import (
     ScalarOrSchedule,
     Strategy,
     at_generation,
-    check_fitness,
     check_int,
     check_scalar_or_schedule,
-    no_best,
-    ranked,
+    nth_member,
+    tracked,
     typed,
-    update_best,
 )
 
 
 class MetropolisState(NamedTuple):
-    """Chains' current params (leading chain axis) and their fitness (−U)."""
+    """Chains' current params (leading chain axis) and their fitness (−U).
+
+    ``best_member`` is the fittest proposal seen (one that beats every earlier
+    point is always accepted), the answer (:attr:`best_params`).
+    """
 
     params: PyTree
     fitness: jax.Array
-    best_params: PyTree
+    best_member: PyTree
     best_fitness: jax.Array
     generation: jax.Array
+
+    @property
+    def best_params(self) -> PyTree:
+        """The answer: the fittest point any chain has visited."""
+        return self.best_member
 
 
 def metropolis(num_chains: int, sigma: ScalarOrSchedule, beta: float) -> Strategy:
@@ -85,7 +93,7 @@ def metropolis(num_chains: int, sigma: ScalarOrSchedule, beta: float) -> Strateg
         return MetropolisState(
             params=params,
             fitness=jnp.full((num_chains,), jnp.nan, jnp.float32),
-            best_params=best,
+            best_member=best,
             best_fitness=no_best(),
             generation=jnp.array(0, jnp.int32),
         )
@@ -104,7 +112,6 @@ def metropolis(num_chains: int, sigma: ScalarOrSchedule, beta: float) -> Strateg
     def tell(
         key: jax.Array, state: MetropolisState, population: Population, fitness: jax.Array
     ) -> tuple[MetropolisState, Metrics]:
-        check_fitness(fitness, num_chains)
         # NaN and ±inf rank last: such a proposal is never accepted.
         fitness = ranked(fitness)
         gain = fitness - state.fitness  # = −ΔU
@@ -121,19 +128,7 @@ def metropolis(num_chains: int, sigma: ScalarOrSchedule, beta: float) -> Strateg
             state.params,
         )
         fitness = jnp.where(accept, fitness, state.fitness)
-        best_params, best_fitness = update_best(
-            state.best_params,
-            state.best_fitness,
-            fitness,
-            lambda i: jax.tree.map(lambda x: x[i], params),
-        )
-        state = MetropolisState(
-            params=params,
-            fitness=fitness,
-            best_params=best_params,
-            best_fitness=best_fitness,
-            generation=state.generation + 1,
-        )
+        state = state._replace(params=params, fitness=fitness)
         return state, {"acceptance_rate": jnp.mean(accept.astype(jnp.float32))}
 
-    return Strategy(init, ask, tell)
+    return Strategy(init, ask, tracked(tell, num_chains, nth_member))

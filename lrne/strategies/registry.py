@@ -23,6 +23,7 @@ from typing import Any
 
 import optax
 
+from lrne.errors import ArgumentError
 from lrne.strategies.base import Strategy
 from lrne.strategies.es import es
 from lrne.strategies.ga import ga
@@ -172,9 +173,10 @@ def make(name: str, population_size: int, **overrides: Any) -> Strategy:
     size = population_size
     if name in ONLINE:
         if not isinstance(population_size, int) or population_size < 2 or population_size % 2:
-            raise ValueError(
+            raise ArgumentError(
+                "population_size",
                 "population_size must be an even int >= 2 (an online ES unrolls N antithetic "
-                f"pairs, 2N members), got {population_size!r}"
+                f"pairs, 2N members), got {population_size!r}",
             )
         if "horizon" not in overrides:
             raise ValueError(

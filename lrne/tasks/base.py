@@ -12,7 +12,7 @@ Online strategies need an :class:`Unrollable` task instead.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
@@ -126,7 +126,15 @@ class Unrollable(Protocol):
 
 class TaskWrapper(Task):
     """``task`` with some hooks replaced: every hook a subclass does not override,
-    and any other attribute (``eval_loss``, ``horizon``...), is ``task``'s."""
+    and any other attribute (``eval_loss``, ``horizon``...), is ``task``'s.
+
+    Every public attribute of :class:`Task` that this class does not define is
+    forwarded to ``task`` generically (below the class), so a hook added to
+    ``Task`` reaches the wrapped task inside every wrapper instead of silently
+    taking ``Task``'s default. Wrappers override :meth:`split` (how members
+    are scored: over devices, in chunks); :meth:`evaluate_members` and
+    :meth:`evaluate` are the wrapped task's, run through it.
+    """
 
     def __init__(self, task: Task) -> None:
         self.task = task
@@ -135,13 +143,6 @@ class TaskWrapper(Task):
         if name == "task":  # not set yet (unpickling): no recursion
             raise AttributeError(name)
         return getattr(self.task, name)
-
-    @property
-    def thin_kernels(self) -> frozenset[str]:
-        return self.task.thin_kernels
-
-    def init_params(self, key: jax.Array) -> PyTree:
-        return self.task.init_params(key)
 
     def split(
         self,
@@ -167,17 +168,25 @@ class TaskWrapper(Task):
         whole = prepare(population, self.thin_kernels)
         return fitness, {**metrics, **self.task.population_metrics(whole, fitness)}
 
-    def population_metrics(self, population: Population, fitness: jax.Array) -> Metrics:
-        return self.task.population_metrics(population, fitness)
 
-    def member_keys(self, key: jax.Array, num_members: int) -> jax.Array:
-        return self.task.member_keys(key, num_members)
+def _forwarded(name: str, default: Any) -> Any:
+    """``task``'s attribute ``name``: a method calling ``task``'s, or a property reading it."""
+    if not callable(default):
+        return property(lambda self: getattr(self.task, name), doc=f"``task.{name}``.")
 
-    def local(self, tree: PyTree) -> PyTree:
-        return self.task.local(tree)
+    def hook(self: TaskWrapper, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.task, name)(*args, **kwargs)
 
-    def gather(self, tree: PyTree) -> PyTree:
-        return self.task.gather(tree)
+    hook.__name__ = hook.__qualname__ = name
+    hook.__doc__ = f"``task.{name}``: the wrapped task's hook."
+    return hook
 
-    def fresh_fitness(self, key: jax.Array, params: PyTree, num_episodes: int = 32) -> jax.Array:
-        return self.task.fresh_fitness(key, params, num_episodes)
+
+def task_hooks() -> list[str]:
+    """The public attributes of :class:`Task`: the hooks a wrapper must not take from it."""
+    return [name for name in vars(Task) if not name.startswith("_")]
+
+
+for _name in task_hooks():
+    if _name not in vars(TaskWrapper):
+        setattr(TaskWrapper, _name, _forwarded(_name, vars(Task)[_name]))

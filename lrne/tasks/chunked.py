@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import jax
 
+from lrne.errors import ArgumentError
 from lrne.genome import Metrics, Population, PyTree
 from lrne.tasks.base import Task, TaskWrapper
 
@@ -39,7 +40,7 @@ class Chunked(TaskWrapper):
 
     def __init__(self, task: Task, chunk_size: int) -> None:
         if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+            raise ArgumentError("chunk_size", f"chunk_size must be an int >= 1, got {chunk_size!r}")
         super().__init__(task)
         self.chunk_size = chunk_size
 

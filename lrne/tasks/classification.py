@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from lrne.ensemble import member_outputs, top_k
+from lrne.errors import ArgumentError
 from lrne.genome import Metrics, Population, PyTree
 from lrne.nn.perturbed import apply
 from lrne.tasks.base import Task
@@ -42,13 +43,19 @@ class Classification(Task):
         ensemble_size: int = 5,
     ) -> None:
         if objective not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+            raise ArgumentError(
+                "objective", f"objective must be one of {OBJECTIVES}, got {objective!r}"
+            )
         if len(inputs) != len(labels):
-            raise ValueError(f"inputs and labels differ in length: {len(inputs)} vs {len(labels)}")
+            raise ArgumentError(
+                "labels", f"inputs and labels differ in length: {len(inputs)} vs {len(labels)}"
+            )
         if (eval_inputs is None) != (eval_labels is None):
-            raise ValueError("give both eval_inputs and eval_labels, or neither")
+            raise ArgumentError("eval_labels", "give both eval_inputs and eval_labels, or neither")
         if not isinstance(ensemble_size, int) or ensemble_size < 1:
-            raise ValueError(f"ensemble_size must be an int >= 1, got {ensemble_size!r}")
+            raise ArgumentError(
+                "ensemble_size", f"ensemble_size must be an int >= 1, got {ensemble_size!r}"
+            )
         self.model = model
         self.inputs, self.labels = jnp.asarray(inputs), jnp.asarray(labels)
         self.eval_inputs = self.inputs if eval_inputs is None else jnp.asarray(eval_inputs)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from lrne.errors import ArgumentError
 from lrne.genome import Metrics, Population, PyTree
 from lrne.nn.perturbed import member_params
 from lrne.tasks.base import Task
@@ -49,9 +50,9 @@ class Function(Task):
         horizon: int = 1,
     ) -> None:
         if not callable(f):
-            raise ValueError(f"f must be a function params -> fitness, got {f!r}")
+            raise ArgumentError("f", f"f must be a function params -> fitness, got {f!r}")
         if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
-            raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
+            raise ArgumentError("horizon", f"horizon must be an int >= 1, got {horizon!r}")
         self.f = f
         self.params = params
         self.horizon = horizon

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 from gymnax.environments import spaces
 
+from lrne.errors import ArgumentError
 from lrne.genome import Population, PyTree
 from lrne.nn.layers import thin_kernels
 from lrne.nn.perturbed import apply, member_variables
@@ -34,9 +35,10 @@ from lrne.tasks.base import Task
 def make_env(env_id: str) -> tuple[Any, Any]:
     """``gymnax.make`` with a clear error for an unknown id."""
     if env_id not in gymnax.registered_envs:
-        raise ValueError(
+        raise ArgumentError(
+            "env_id",
             f"env_id: unknown gymnax environment {env_id!r}; "
-            f"known: {', '.join(gymnax.registered_envs)}"
+            f"known: {', '.join(gymnax.registered_envs)}",
         )
     return gymnax.make(env_id)
 
@@ -131,13 +133,17 @@ class Gymnax(Task):
         self.env_params = env_params if env_params is not None else env.default_params
         self.policy = policy
         if not isinstance(num_episodes, int) or num_episodes < 1:
-            raise ValueError(f"num_episodes must be an int >= 1, got {num_episodes!r}")
+            raise ArgumentError(
+                "num_episodes", f"num_episodes must be an int >= 1, got {num_episodes!r}"
+            )
         if max_steps is None:
             max_steps = int(self.env_params.max_steps_in_episode)
         if not isinstance(max_steps, int) or max_steps < 1:
-            raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+            raise ArgumentError("max_steps", f"max_steps must be an int >= 1, got {max_steps!r}")
         if compaction is not None and not 0 < compaction < 1:
-            raise ValueError(f"compaction must be None or in (0, 1), got {compaction!r}")
+            raise ArgumentError(
+                "compaction", f"compaction must be None or in (0, 1), got {compaction!r}"
+            )
         self.num_episodes = num_episodes
         self.max_steps = max_steps
         self.early_exit = early_exit
@@ -153,10 +159,11 @@ class Gymnax(Task):
         out = jax.eval_shape(self.policy.apply, params, self._obs_template)
         if math.prod(out.shape) != self.num_outputs:
             obs_shape = jax.tree.map(lambda x: x.shape, self._obs_template)
-            raise ValueError(
+            raise ArgumentError(
+                "policy",
                 f"policy: outputs shape {out.shape} for one observation of shape {obs_shape}, "
                 f"but the environment needs {self.num_outputs} outputs (lrne.nn.MLP reads "
-                "the observation's last input_ndim axes as one input)"
+                "the observation's last input_ndim axes as one input)",
             )
         self.thin_kernels = thin_kernels(self.policy, self._obs_template)
 
@@ -174,10 +181,11 @@ class Gymnax(Task):
         action = low + 0.5 * (jnp.tanh(out.reshape(self.action_space.shape)) + 1.0) * (high - low)
         return action.astype(self.action_space.dtype)
 
-    def _env_step(
+    def env_step(
         self, key: jax.Array, state: PyTree, action: jax.Array
     ) -> tuple[PyTree, PyTree, jax.Array, jax.Array]:
-        """One transition without auto-reset; handles 5- and 6-tuple step_env."""
+        """One transition of one episode, without auto-reset: ``(obs, state, reward, done)``,
+        ``done`` = terminated or truncated (gymnax's 5- and 6-tuple ``step_env`` alike)."""
         out = self.env.step_env(key, state, action, self.env_params)
         obs, state, reward, terminated = out[:4]
         if len(out) == 6:
@@ -190,7 +198,7 @@ class Gymnax(Task):
     def _step(self, act: Any, slots: _Slots, t: jax.Array) -> _Slots:
         keys = jax.vmap(jax.random.fold_in, (0, None))(slots.step_key, t)
         actions = act(slots.obs)
-        obs, env_state, reward, done = jax.vmap(self._env_step)(keys, slots.env_state, actions)
+        obs, env_state, reward, done = jax.vmap(self.env_step)(keys, slots.env_state, actions)
         alive = slots.alive
         return slots._replace(
             obs=obs,
@@ -306,7 +314,7 @@ class Gymnax(Task):
 
         def body(inner: Unrolled, i: jax.Array) -> tuple[Unrolled, jax.Array]:
             step_keys = jax.vmap(jax.random.fold_in)(keys, t + i)
-            obs, env_state, reward, done = jax.vmap(self._env_step)(
+            obs, env_state, reward, done = jax.vmap(self.env_step)(
                 step_keys, inner.env_state, act(inner.obs)
             )
             alive = inner.alive & (t + i < self.max_steps)

@@ -25,6 +25,7 @@ import numpy as np
 from flax import linen as nn
 
 from lrne.ensemble import member_outputs, top_k
+from lrne.errors import ArgumentError
 from lrne.genome import Array, Metrics, Population, PyTree
 from lrne.nn.perturbed import apply, member_variables
 from lrne.tasks.base import Task
@@ -123,15 +124,18 @@ class LanguageModel(Task):
             ("eval_tokens", eval_tokens),
         ):
             if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+                raise ArgumentError(name, f"{name} must be an int >= 1, got {value!r}")
         if not 0 < eval_fraction < 1:
-            raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction!r}")
+            raise ArgumentError(
+                "eval_fraction", f"eval_fraction must be in (0, 1), got {eval_fraction!r}"
+            )
         chars = self.vocabulary(text)
         split = int(len(text) * (1 - eval_fraction))
         if min(split, len(text) - split) < context + 1:
-            raise ValueError(
+            raise ArgumentError(
+                "text",
                 f"text: {len(text)} characters is too short for windows of context + 1 = "
-                f"{context + 1} in both splits"
+                f"{context + 1} in both splits",
             )
         self.model = model
         self.chars = chars
@@ -153,9 +157,10 @@ class LanguageModel(Task):
         forward = lambda: self.model.apply(self.init_params(jax.random.key(0)), self.inputs)
         out = jax.eval_shape(forward)
         if out.shape != (*self.inputs.shape, self.vocab_size):
-            raise ValueError(
+            raise ArgumentError(
+                "model",
                 f"model: outputs shape {out.shape} but the task needs "
-                f"{(*self.inputs.shape, self.vocab_size)} (vocab_size={self.vocab_size})"
+                f"{(*self.inputs.shape, self.vocab_size)} (vocab_size={self.vocab_size})",
             )
 
     @staticmethod
@@ -234,7 +239,9 @@ class LanguageModel(Task):
         """Token ids of ``text``; ``ValueError`` naming characters outside the vocabulary."""
         unknown = sorted(set(text) - set(self.chars))
         if unknown:
-            raise ValueError(f"text: characters {unknown!r} are not in the task's vocabulary")
+            raise ArgumentError(
+                "text", f"text: characters {unknown!r} are not in the task's vocabulary"
+            )
         return jnp.asarray([self.chars.index(c) for c in text], jnp.int32)
 
     def sample(
@@ -246,11 +253,11 @@ class LanguageModel(Task):
         divides the logits (> 0).
         """
         if not isinstance(length, int) or length < 0:
-            raise ValueError(f"length must be an int >= 0, got {length!r}")
+            raise ArgumentError("length", f"length must be an int >= 0, got {length!r}")
         if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+            raise ArgumentError("temperature", f"temperature must be > 0, got {temperature!r}")
         if not prompt:
-            raise ValueError("prompt must hold at least one character")
+            raise ArgumentError("prompt", "prompt must hold at least one character")
         ids = self.encode(prompt)[-self.context :]
         out = _sample(self, params, ids, length, key, float(temperature))
         return "".join(self.chars[i] for i in np.asarray(out))

@@ -22,6 +22,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from lrne.errors import ArgumentError
 from lrne.genome import Metrics, Population, PyTree
 from lrne.nn.perturbed import member_variables
 from lrne.tasks.base import Task
@@ -54,9 +55,9 @@ class Lorenz(Task):
         initial_state: tuple[float, float, float] = (1.2, 1.3, 1.6),
     ) -> None:
         if not isinstance(horizon, int) or horizon < 1:
-            raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
+            raise ArgumentError("horizon", f"horizon must be an int >= 1, got {horizon!r}")
         if not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
-            raise ValueError(f"dt must be a finite number > 0, got {dt!r}")
+            raise ArgumentError("dt", f"dt must be a finite number > 0, got {dt!r}")
         self.horizon = horizon
         self.dt = float(dt)
         self.b = float(b)

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 from flax import struct
 from gymnax.environments import environment, spaces
 
+from lrne.errors import ArgumentError
+
 Array = jax.Array
 
 
@@ -63,7 +65,7 @@ class PixelObservation(environment.Environment):
         self, env: environment.Environment, render: Callable[[Any], Array], frames: int = 2
     ):
         if not isinstance(frames, int) or frames < 1:
-            raise ValueError(f"frames must be an int >= 1, got {frames!r}")
+            raise ArgumentError("frames", f"frames must be an int >= 1, got {frames!r}")
         super().__init__()
         self.env = env
         self.render = render

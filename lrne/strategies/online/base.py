@@ -53,20 +53,18 @@ import optax
 
 from lrne import perturb
 from lrne.errors import ArgumentError
+from lrne.fitness import finite_mean, no_best
 from lrne.genome import Local, Metrics, Population, PyTree, params_of, with_params
 from lrne.nn.perturbed import PERTURB, prepare
 from lrne.strategies.base import (
+    ScalarOrSchedule,
     Strategy,
     at_generation,
     check_dense_noise,
-    check_fitness,
     check_int,
     check_optimizer,
     check_scalar_or_schedule,
-    finite_mean,
-    no_best,
-    num_nonfinite,
-    ranked,
+    tracked,
     typed,
 )
 
@@ -202,7 +200,7 @@ class Estimator(NamedTuple):
 
 def check_online_settings(
     num_particles: int,
-    sigma: float,
+    sigma: ScalarOrSchedule,
     optimizer: optax.GradientTransformation,
     truncation_length: int,
     horizon: int,
@@ -277,14 +275,15 @@ def record_estimate() -> optax.GradientTransformation:
 def online_es(
     estimator: Estimator,
     num_particles: int,
-    sigma: float,
+    sigma: ScalarOrSchedule,
     optimizer: optax.GradientTransformation,
     truncation_length: int,
     horizon: int,
     noise_rank: int = 0,
     dense_noise: tuple[str, ...] = (),
 ) -> Strategy:
-    """An online ES from an estimator's hooks; what :func:`nres`, :func:`pes`, :func:`tes` build.
+    """An online ES from an estimator's hooks: ``nres``, ``pes`` and ``tes`` are this
+    function with their hooks bound (``functools.partial(online_es, NRES)``...).
 
     Args:
         estimator: the estimator's :class:`Estimator` hooks.
@@ -403,7 +402,6 @@ def online_es(
         key: jax.Array, state: OnlineESState, population: Population, fitness: jax.Array
     ) -> tuple[OnlineESState, Metrics]:
         del key, population
-        check_fitness(fitness, population_size)
         diff = fitness[:num_particles] - fitness[num_particles:]
         finite = jnp.isfinite(diff)
         masked_in = state.steps >= burn_in
@@ -420,15 +418,12 @@ def online_es(
             opt_state=opt_state,
             t=state.t + window,
             steps=state.steps + window,
-            generation=state.generation + 1,
-            best_fitness=jnp.maximum(state.best_fitness, jnp.max(ranked(fitness))),
         )
         return state, {
             "fitness_mean": finite_mean(fitness) / window,
             "num_masked_in": count,
-            "num_nonfinite": num_nonfinite(fitness),
             "episodes_started": jnp.sum(state.restart),
             "update_norm": optax.tree.norm(updates),
         }
 
-    return Strategy(init, ask, tell, evaluate)
+    return Strategy(init, ask, tracked(tell, population_size), evaluate)

@@ -10,9 +10,22 @@ the one with the least variance. FullES is NRES with one window per episode
 
 With ``noise_rank`` r > 0, a particle's ε of a 2-D weight is stored as its
 rank-r factors, r·(m + n) numbers, for the whole episode.
+
+Example:
+    >>> import jax, jax.numpy as jnp, optax, lrne
+    >>> # an unrollable task: every one of the T = 8 steps scores f
+    >>> task = lrne.tasks.Function(lambda x: -jnp.sum(x**2), jnp.ones(3), horizon=8)
+    >>> strategy = lrne.nres(8, 0.1, optax.sgd(0.05), 2, task.horizon)  # W = 2
+    >>> key = jax.random.key(0)
+    >>> state = strategy.init(key, task.init_params(key), task)
+    >>> state, metrics = jax.jit(lrne.generation_step(strategy, task))(state, key)
+    >>> state.mean.shape  # the answer: the mean, updated once per window
+    (3,)
 """
 
 from __future__ import annotations
+
+import functools
 
 import jax
 import optax
@@ -27,43 +40,14 @@ def on_restart(restart: jax.Array) -> jax.Array:
 
 
 NRES = Estimator(renews=on_restart)
+"""NRES's hooks: one ε per particle per episode (the defaults multiply ε itself)."""
 
 
-def nres(
-    num_particles: int,
-    sigma: ScalarOrSchedule,
-    optimizer: optax.GradientTransformation,
-    truncation_length: int,
-    horizon: int,
-    noise_rank: int = 0,
-    dense_noise: tuple[str, ...] = (),
-) -> Strategy:
-    """Noise-reuse ES with step-unlocked particles (Li et al. 2023, arXiv 2304.12180).
-
-    Args:
-        num_particles: N; the population of each window has 2N members, [δ; −δ].
-        sigma: perturbation std per parameter entry (absolute), > 0, or an optax schedule.
-        optimizer: optax optimizer; it receives −ĝ (optax minimizes).
-        truncation_length: W, steps unrolled per generation (one update each);
-            must divide ``horizon``.
-        horizon: T, the episode length of the task (``task.horizon``).
-        noise_rank: 0 for dense noise, r > 0 for rank-r noise on every leaf of
-            two or more axes (see :func:`lrne.es`).
-        dense_noise: params given dense noise under ``noise_rank > 0``.
-
-    Returns:
-        A :class:`~lrne.strategies.base.Strategy` with
-        :class:`~lrne.strategies.online.base.OnlineESState`; see
-        :func:`~lrne.strategies.online.base.online_es`.
-
-    Example:
-        >>> strategy = lrne.nres(64, 0.04, optax.adam(0.01), 40, task.horizon)
-        >>> state = strategy.init(key, task.init_params(key), task)
-        >>> state, metrics = jax.jit(lrne.generation_step(strategy, task))(state, key)
-    """
-    return online_es(
-        NRES, num_particles, sigma, optimizer, truncation_length, horizon, noise_rank, dense_noise
-    )
+nres = functools.partial(online_es, NRES)
+"""``nres(num_particles, sigma, optimizer, truncation_length, horizon, noise_rank=0,
+dense_noise=())``: noise-reuse ES with step-unlocked particles (Li et al. 2023,
+arXiv 2304.12180), :func:`~lrne.strategies.online.base.online_es` with the
+:data:`NRES` hooks; the arguments and the state are documented there."""
 
 
 def full_es(

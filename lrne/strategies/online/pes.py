@@ -16,15 +16,14 @@ as a particle × parameters array.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from lrne.genome import LowRank, PyTree
 from lrne.perturb import is_lowrank
-from lrne.strategies.base import ScalarOrSchedule, Strategy
 from lrne.strategies.online.base import Estimator, online_es, select
 
 
@@ -66,35 +65,12 @@ def the_sum(noise: PyTree, xi: PyTree) -> PyTree:
 
 
 PES = Estimator(renews=every_window, multiplies=the_sum, init_memory=empty_sum, remember=accumulate)
+"""PES's hooks: fresh ε every window; the estimate multiplies ξ, their sum."""
 
 
-def pes(
-    num_particles: int,
-    sigma: ScalarOrSchedule,
-    optimizer: optax.GradientTransformation,
-    truncation_length: int,
-    horizon: int,
-    noise_rank: int = 0,
-    dense_noise: tuple[str, ...] = (),
-) -> Strategy:
-    """Persistent ES with step-unlocked particles (Vicol et al. 2021, arXiv 2112.13835).
-
-    Args:
-        num_particles: N; the population of each window has 2N members, [δ; −δ].
-        sigma: perturbation std per parameter entry (absolute), > 0, or an optax schedule.
-        optimizer: optax optimizer; it receives −ĝ (optax minimizes).
-        truncation_length: W, steps unrolled per generation (one update each);
-            must divide ``horizon``.
-        horizon: T, the episode length of the task (``task.horizon``).
-        noise_rank: 0 for dense noise, r > 0 for rank-r noise on every leaf of
-            two or more axes (see :func:`lrne.es`)
-            (ξ then has rank r·T/W).
-
-    Returns:
-        A :class:`~lrne.strategies.base.Strategy` with
-        :class:`~lrne.strategies.online.base.OnlineESState`, whose
-        ``accumulated`` is ξ; see :func:`~lrne.strategies.online.base.online_es`.
-    """
-    return online_es(
-        PES, num_particles, sigma, optimizer, truncation_length, horizon, noise_rank, dense_noise
-    )
+pes = functools.partial(online_es, PES)
+"""``pes(num_particles, sigma, optimizer, truncation_length, horizon, noise_rank=0,
+dense_noise=())``: persistent ES with step-unlocked particles (Vicol et al.
+2021, arXiv 2112.13835), :func:`~lrne.strategies.online.base.online_es` with
+the :data:`PES` hooks; the state's ``accumulated`` is ξ (under
+``noise_rank=r``, of rank r·T/W)."""

@@ -15,12 +15,12 @@ not part of the population or its fitness.
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
-import optax
 
 from lrne.genome import PyTree
-from lrne.strategies.base import ScalarOrSchedule, Strategy
 from lrne.strategies.online.base import Estimator, online_es
 from lrne.strategies.online.pes import every_window
 
@@ -56,41 +56,15 @@ TES = Estimator(
     expand=with_unperturbed_copy,
     collect=unperturbed_state,
 )
+"""TES's hooks: fresh ε every window, both signs from one shared, unperturbed state."""
 
 
-def tes(
-    num_particles: int,
-    sigma: ScalarOrSchedule,
-    optimizer: optax.GradientTransformation,
-    truncation_length: int,
-    horizon: int,
-    noise_rank: int = 0,
-    dense_noise: tuple[str, ...] = (),
-) -> Strategy:
-    """Truncated ES with step-unlocked particles: fresh ε per window from a shared state.
-
-    Biased where the inner state carries θ's effect (see the module docstring).
-    Each generation unrolls 3N copies (N unperturbed); under
-    :func:`lrne.sharded_generation_step` N must then be a multiple of the number
-    of devices.
-
-    Args:
-        num_particles: N; the population of each window has 2N members, [δ; −δ].
-        sigma: perturbation std per parameter entry (absolute), > 0, or an optax schedule.
-        optimizer: optax optimizer; it receives −ĝ (optax minimizes).
-        truncation_length: W, steps unrolled per generation (one update each);
-            must divide ``horizon``.
-        horizon: T, the episode length of the task (``task.horizon``).
-        noise_rank: 0 for dense noise, r > 0 for rank-r noise on every leaf of
-            two or more axes (see :func:`lrne.es`).
-        dense_noise: params given dense noise under ``noise_rank > 0``.
-
-    Returns:
-        A :class:`~lrne.strategies.base.Strategy` with
-        :class:`~lrne.strategies.online.base.OnlineESState`, whose ``inner``
-        holds the N shared states; see
-        :func:`~lrne.strategies.online.base.online_es`.
-    """
-    return online_es(
-        TES, num_particles, sigma, optimizer, truncation_length, horizon, noise_rank, dense_noise
-    )
+tes = functools.partial(online_es, TES)
+"""``tes(num_particles, sigma, optimizer, truncation_length, horizon, noise_rank=0,
+dense_noise=())``: truncated ES with step-unlocked particles, fresh ε per
+window from a shared state, :func:`~lrne.strategies.online.base.online_es`
+with the :data:`TES` hooks. Biased where the inner state carries θ's effect
+(see the module docstring). Each generation unrolls 3N copies (N
+unperturbed); under :func:`lrne.sharded_generation_step` N must then be a
+multiple of the number of devices. The state's ``inner`` holds the N shared
+states."""
