@@ -1,8 +1,8 @@
-"""Shared benchmark plumbing: machine line, interleaved warm timing, JSON output."""
+"""What the benchmarks measure with: the machine, timing, confidence intervals,
+snapshots against the clock, plots, the language-model corpus and configs."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import platform
@@ -15,9 +15,11 @@ from typing import Any
 
 import jax
 import numpy as np
+from harness import ROOT
 
-RESULTS = Path(__file__).resolve().parent / "results"
-CONFIGS = RESULTS.parents[1] / "configs"
+import lrne
+
+CONFIGS = ROOT / "configs"
 
 
 def machine() -> str:
@@ -37,6 +39,13 @@ def machine() -> str:
     )
 
 
+def timed(fn: Callable, *args: Any) -> tuple[Any, float]:
+    """``fn(*args)``, waited for until its arrays are ready, and the seconds it took."""
+    tick = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - tick
+
+
 def time_interleaved(
     runs: dict[str, tuple[Callable[[Any, jax.Array], Any], Any]],
     repetitions: int,
@@ -50,19 +59,141 @@ def time_interleaved(
     states = {name: state for name, (_, state) in runs.items()}
     first: dict[str, float] = {}
     for name, (step, _) in runs.items():
-        tick = time.perf_counter()
-        states[name] = jax.block_until_ready(step(states[name], key))
-        first[name] = time.perf_counter() - tick
+        states[name], first[name] = timed(step, states[name], key)
     times: dict[str, list[float]] = {name: [] for name in runs}
     for k in jax.random.split(key, repetitions):
         for name, (step, _) in runs.items():
-            tick = time.perf_counter()
-            states[name] = jax.block_until_ready(step(states[name], k))
-            times[name].append(time.perf_counter() - tick)
+            states[name], seconds = timed(step, states[name], k)
+            times[name].append(seconds)
     return times, first
 
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def mean_ci95(values: list[float]) -> dict[str, float]:
+    """Mean and half-width of its 95% confidence interval: Student t with n − 1
+    degrees of freedom, t × std / √n (NaN for fewer than two values)."""
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return {"mean": mean, "ci95": math.nan}
+    quantile = float(stats.t.ppf(0.975, len(values) - 1))
+    return {"mean": mean, "ci95": quantile * statistics.stdev(values) / math.sqrt(len(values))}
+
+
+class Snapshots(lrne.Callback):
+    """Takes ``answer(state)`` at intervals of ``clock``'s time, off the clock.
+
+    With ``score(params) -> scalar`` (jitted here), each snapshot is scored at
+    once; without it, a host copy is kept in ``policies`` to score later.
+    ``rows`` hold each snapshot's seconds, generation, steps so far (the rows'
+    tokens or env steps) and score. The gap after a snapshot at t seconds is
+    ``every``, or, ``growing``, 0.25·t, at least 0.5 s and at most ``every``:
+    dense early, where the fast methods reach a threshold. The last is taken
+    when the clock runs out. ``compile_seconds``: the first generation's
+    seconds, compiling included.
+    """
+
+    def __init__(
+        self,
+        clock: lrne.callbacks.TimeLimit,
+        answer: Callable[[Any], Any],
+        every: float,
+        score: Callable | None = None,
+        growing: bool = False,
+    ) -> None:
+        self.clock, self.answer, self.every, self.growing = clock, answer, every, growing
+        self.score = None if score is None else jax.jit(score)
+        self.rows: list[dict[str, float]] = []
+        self.policies: list[Any] = []
+        self.steps, self.generations, self.compile_seconds = 0, 0, math.nan
+
+    def on_generation(self, generation: int, row: dict, state: Any) -> None:
+        self.steps += int(row.get("tokens", row.get("env_steps", 0)))
+        self.generations = generation + 1
+        if generation == 0:
+            self.compile_seconds = float(row["seconds"])
+        last = self.rows[-1]["seconds"] if self.rows else (0.0 if self.growing else -math.inf)
+        gap = min(self.every, max(0.5, 0.25 * last)) if self.growing else self.every
+        elapsed = self.clock.elapsed
+        if elapsed - last < gap and elapsed < self.clock.seconds:
+            return
+        tick = time.perf_counter()
+        snapshot = {"seconds": round(elapsed, 2), "generation": generation + 1, "steps": self.steps}
+        if self.score is None:
+            self.policies.append(jax.device_get(self.answer(state)))
+        else:
+            snapshot["score"] = float(self.score(self.answer(state)))
+            print(f"  {elapsed:7.1f} s gen {generation + 1} score {snapshot['score']:.4f}")
+            sys.stdout.flush()
+        self.rows.append(snapshot)
+        self.clock.start += time.perf_counter() - tick  # off the clock
+
+
+def train_loop(step: Callable, state: Any, key: jax.Array, snapshots: Snapshots) -> Any:
+    """Call ``step(state, key_g) -> (state, row)`` until ``snapshots.clock`` runs out.
+
+    Each generation's row, with its ``seconds``, goes to the clock and the
+    snapshots as :func:`lrne.run` passes it to its callbacks. The caller starts
+    the clock. Returns the last state.
+    """
+    generation = 0
+    while True:
+        (state, row), seconds = timed(step, state, jax.random.fold_in(key, generation))
+        row = {**row, "seconds": seconds}
+        stop = snapshots.clock.on_generation(generation, row, state)
+        snapshots.on_generation(generation, row, state)
+        generation += 1
+        if stop:
+            return state
+
+
+def plot(path: Path, panels: list[dict], title: str | None = None, size=(6, 4)) -> None:
+    """Line plots with 95% CI bands, one axes per panel side by side, into a PNG.
+
+    Each panel: ``lines``, dicts of ``x``, ``y``, an optional ``band`` (the
+    half-widths), an optional ``style`` (a format string such as ``"C0--"``) and
+    other ``Axes.plot`` keywords (``label``, ``color``, ...); ``hlines``, (y,
+    label, line style) each; ``xlabel``, ``ylabel``, ``title``, ``xscale`` and
+    ``yscale``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(panels), figsize=size, squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for line in panel.get("lines", ()):
+            line = dict(line)
+            x, y, band = (
+                np.asarray(line.pop("x")),
+                np.asarray(line.pop("y")),
+                line.pop("band", None),
+            )
+            (drawn,) = ax.plot(x, y, line.pop("style", "-"), **line)
+            if band is not None:
+                band = np.asarray(band)
+                ax.fill_between(x, y - band, y + band, color=drawn.get_color(), alpha=0.2)
+        for y, label, style in panel.get("hlines", ()):
+            ax.axhline(y, color="gray", ls=style, lw=1, label=label)
+        ax.set_xscale(panel.get("xscale", "linear"))
+        ax.set_yscale(panel.get("yscale", "linear"))
+        ax.set_xlabel(panel.get("xlabel", ""))
+        ax.set_ylabel(panel.get("ylabel", ""))
+        ax.set_title(panel.get("title", ""))
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+CORPUS = ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
 # Tiny Shakespeare's 65 characters: a generated stand-in over the same alphabet
 # gives a model the same vocabulary, so the same output layer.
 ALPHABET = "\n !$&',-.3:;?ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -71,8 +202,6 @@ QUICK_CHARS = 20_000
 
 def tinyshakespeare(path: str | os.PathLike | None = None) -> str:
     """Tiny Shakespeare from ``path``, else ../shared/data, else the loader's cache or download."""
-    import lrne
-
     if path is None and CORPUS.exists():
         path = CORPUS
     return lrne.tasks.load_tinyshakespeare(path)
@@ -117,70 +246,6 @@ def corpus(quick: bool, path: str | os.PathLike | None = None) -> str:
     return generated_text(QUICK_CHARS)
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values)
-
-
-def write(name: str, result: dict[str, Any]) -> Path:
-    path = RESULTS / f"{name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return path
-
-
-# Two-sided 95% Student-t quantiles by degrees of freedom.
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-
-
-def mean_ci95(values: list[float]) -> dict[str, float]:
-    """Mean and half-width of the 95% confidence interval (Student t)."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return {"mean": mean, "ci95": math.nan}
-    quantile = T975.get(len(values) - 1, 1.96)
-    return {"mean": mean, "ci95": quantile * statistics.stdev(values) / math.sqrt(len(values))}
-
-
-class PeriodicScore:
-    """A :class:`lrne.Callback` scoring ``answer(state)`` every ``every`` seconds of ``clock``.
-
-    ``score(params) -> scalar`` (jitted here) runs off the clock: its time is
-    added to ``clock.start``. ``rows`` holds (seconds, generation, tokens or env
-    steps so far, score); the last row is taken when the clock runs out.
-    """
-
-    def __init__(self, score: Callable, answer: Callable, clock: Any, every: float) -> None:
-        self.score, self.answer = jax.jit(score), answer
-        self.clock, self.every = clock, every
-        self.rows: list[dict[str, float]] = []
-        self.count = 0
-
-    def on_start(self, generation: int, state: Any) -> None:
-        pass
-
-    def on_end(self, result: Any) -> None:
-        pass
-
-    def on_generation(self, generation: int, row: dict, state: Any) -> None:
-        self.count += int(row.get("tokens", row.get("env_steps", 0)))
-        last = self.rows[-1]["seconds"] if self.rows else -math.inf
-        if self.clock.elapsed - last >= self.every or self.clock.elapsed >= self.clock.seconds:
-            tick = time.perf_counter()
-            value = float(self.score(self.answer(state)))
-            self.rows.append(
-                {
-                    "seconds": round(self.clock.elapsed, 2),
-                    "generation": generation + 1,
-                    "steps": self.count,
-                    "score": value,
-                }
-            )
-            print(f"  {self.clock.elapsed:7.1f} s gen {generation + 1} score {value:.4f}")
-            sys.stdout.flush()
-            self.clock.start += time.perf_counter() - tick  # scoring is off the clock
-
-
 def write_config(config: Any, name: str, header: str, output: str) -> str:
     """``config`` as ``configs/<name>.toml``, runnable from a fresh clone's root.
 
@@ -198,4 +263,4 @@ def write_config(config: Any, name: str, header: str, output: str) -> str:
     path = CONFIGS / f"{name}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"# {header}\n" + as_toml(data))
-    return str(path.relative_to(CONFIGS.parent))
+    return str(path.relative_to(ROOT))

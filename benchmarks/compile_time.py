@@ -29,7 +29,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, median, write
+from common import median, timed
+from harness import goal, script
 
 ARMS = {
     "ga_compaction": ("ga", 0.75),
@@ -39,17 +40,32 @@ ARMS = {
     "lm_stock_flax": ("lm_stock", None),
     "lm_lrne": ("lm_lrne", None),
 }
-LM_TARGET_RATIO = 2.0  # stock-flax transformer's first generation / lrne's own
+FULL = {
+    "env": "Breakout-MinAtar",
+    "hidden": [256, 256],
+    "ga_population": 256,
+    "es_population": 1024,
+    "lm_population": 256,
+    "repetitions": 3,
+}
+QUICK = {
+    "env": "CartPole-v1",
+    "hidden": [32, 32],
+    "ga_population": 16,
+    "es_population": 32,
+    "lm_population": 16,
+    "repetitions": 1,
+}
+TARGETS = {
+    "first_call_s/ga_compaction": ("<=", 5.0),
+    "first_call_s/es_lowrank_compaction": ("<=", 5.0),
+    # the stock-flax transformer's first generation over lrne's own
+    "lm_first_call_ratio": ("<=", 2.0),
+}
 
 
-def sizes(quick: bool) -> dict:
-    if quick:
-        return dict(env="CartPole-v1", hidden=(32, 32), ga=16, es=32, repetitions=1)
-    return dict(env="Breakout-MinAtar", hidden=(256, 256), ga=256, es=1024, repetitions=3)
-
-
-def lm_arm(name: str, quick: bool) -> tuple:
-    """A 2-block, d=32 transformer LM under low-rank ES (P=256): stock flax or lrne's own."""
+def lm_arm(name: str, population: int) -> tuple:
+    """A 2-block, d=32 transformer LM under low-rank ES: stock flax or lrne's own."""
     import optax
     from stock_layers import StockTransformer, task_for
 
@@ -59,34 +75,33 @@ def lm_arm(name: str, quick: bool) -> tuple:
         model = StockTransformer(vocab=65, width=32)
     else:
         model = lrne.nn.Transformer(vocab_size=65, hidden=32, num_heads=4, ff=128, num_blocks=2)
-    population = 16 if quick else 256
     return task_for(model, 65, 64), lrne.es(population, 0.01, optax.adam(1e-3), noise_rank=1)
 
 
-def child(strategy_name: str, compaction: float | None, quick: bool) -> dict:
+def child(args) -> dict:
     """One fresh process: build, then time the first call and three warm calls."""
     import optax
 
     import lrne
 
+    strategy_name, compaction = args.child
     if strategy_name.startswith("lm_"):
-        task, strategy = lm_arm(strategy_name, quick)
-        return timed(task, strategy)
-    s = sizes(quick)
-    env, env_params = lrne.tasks.make_env(s["env"])
+        return timed_generations(*lm_arm(strategy_name, args.lm_population))
+    env, env_params = lrne.tasks.make_env(args.env)
     obs_ndim = len(env.observation_space(env_params).shape)
     rank = 4 if strategy_name == "ga" else 0
-    outputs = lrne.tasks.action_size(s["env"])
-    policy = lrne.nn.MLP(s["hidden"], outputs, rank=rank, input_ndim=obs_ndim)
-    task = lrne.tasks.Gymnax(s["env"], policy, compaction=compaction)
+    outputs = lrne.tasks.action_size(args.env)
+    policy = lrne.nn.MLP(tuple(args.hidden), outputs, rank=rank, input_ndim=obs_ndim)
+    compaction = None if compaction == "None" else float(compaction)
+    task = lrne.tasks.Gymnax(args.env, policy, compaction=compaction)
     if strategy_name == "ga":
-        strategy = lrne.ga(s["ga"], s["ga"] // 16, 0.1)
+        strategy = lrne.ga(args.ga_population, args.ga_population // 16, 0.1)
     else:
-        strategy = lrne.es(s["es"], 0.05, optax.sgd(0.01), noise_rank=1)
-    return timed(task, strategy)
+        strategy = lrne.es(args.es_population, 0.05, optax.sgd(0.01), noise_rank=1)
+    return timed_generations(task, strategy)
 
 
-def timed(task, strategy) -> dict:
+def timed_generations(task, strategy) -> dict:
     import jax
 
     import lrne
@@ -94,14 +109,11 @@ def timed(task, strategy) -> dict:
     key = jax.random.key(0)
     state = strategy.init(key, task.init_params(key))
     step = jax.jit(lrne.generation_step(strategy, task))
-    tick = time.perf_counter()
-    state, metrics = jax.block_until_ready(step(state, key))
-    first = time.perf_counter() - tick
+    (state, metrics), first = timed(step, state, key)
     warm = []
     for k in jax.random.split(jax.random.key(1), 3):
-        tick = time.perf_counter()
-        state, metrics = jax.block_until_ready(step(state, k))
-        warm.append(time.perf_counter() - tick)
+        (state, metrics), seconds = timed(step, state, k)
+        warm.append(seconds)
     return {
         "first_call_s": first,
         "warm_s": median(warm),
@@ -119,26 +131,23 @@ def lrne_train_wall_s() -> float:
         return time.perf_counter() - tick
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="toy size, for CI")
+def arguments(parser) -> None:
     parser.add_argument(
         "--child", nargs=2, metavar=("STRATEGY", "COMPACTION"), help=argparse.SUPPRESS
     )
-    args = parser.parse_args()
-    if args.child:
-        name, compaction = args.child
-        compaction = None if compaction == "None" else float(compaction)
-        print(json.dumps(child(name, compaction, args.quick)))
-        return
 
-    s = sizes(args.quick)
+
+def run(args) -> dict | None:
+    if args.child:
+        print(json.dumps(child(args)))
+        return None
+    sizes = [f"--{k.replace('_', '-')}={args.sizes[k]}" for k in args.sizes if "population" in k]
     runs: dict[str, list[dict]] = {arm: [] for arm in ARMS}
     train_wall = []
-    for _ in range(s["repetitions"]):
+    for _ in range(args.repetitions):
         train_wall.append(lrne_train_wall_s())
         for arm, (name, compaction) in ARMS.items():
-            command = [sys.executable, __file__, "--child", name, str(compaction)]
+            command = [sys.executable, __file__, "--child", name, str(compaction), *sizes]
             done = subprocess.run(
                 command + (["--quick"] if args.quick else []),
                 capture_output=True,
@@ -146,37 +155,54 @@ def main() -> None:
                 check=True,
             )
             runs[arm].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    result = {
-        "first_call_s": {a: median([r["first_call_s"] for r in rs]) for a, rs in runs.items()},
+    first = {a: median([r["first_call_s"] for r in rs]) for a, rs in runs.items()}
+    return {
+        "first_call_s": first,
         "warm_s": {a: median([r["warm_s"] for r in rs]) for a, rs in runs.items()},
         "env_steps_computed": {a: rs[-1]["env_steps_computed"] for a, rs in runs.items()},
-        "target_first_call_s": 5.0,
-        "lm_first_call_ratio": median([r["first_call_s"] for r in runs["lm_stock_flax"]])
-        / median([r["first_call_s"] for r in runs["lm_lrne"]]),
-        "target_lm_first_call_ratio": LM_TARGET_RATIO,
+        "lm_first_call_ratio": first["lm_stock_flax"] / first["lm_lrne"],
         "lrne_train_wall_s": median(train_wall),
-        "machine": machine(),
         "setup": {
-            "env": s["env"],
-            "mlp_hidden": list(s["hidden"]),
-            "ga": {"population_size": s["ga"], "rank": 4},
-            "es_lowrank": {"population_size": s["es"], "noise_rank": 1, "rank": 0},
+            "mlp_hidden": args.hidden,
+            "ga": {"population_size": args.ga_population, "rank": 4},
+            "es_lowrank": {"population_size": args.es_population, "noise_rank": 1, "rank": 0},
             "lm": {
                 "model": "2 blocks, d=32, 4 heads, ff 128, vocab 65, context 64",
                 "lm_stock_flax": "nn.Embed, causal nn.SelfAttention, nn.LayerNorm, nn.Dense MLP",
                 "lm_lrne": "lrne.nn.Transformer",
-                "strategy": "lrne.es, noise_rank=1, population 256",
+                "strategy": f"lrne.es, noise_rank=1, population {args.lm_population}",
             },
             "early_exit": True,
             "compaction": {a: c for a, (_, c) in ARMS.items()},
-            "repetitions": s["repetitions"],
-            "quick": args.quick,
             "note": "each measurement in a fresh process; medians over repetitions",
         },
         "all_first_call_s": {a: [r["first_call_s"] for r in rs] for a, rs in runs.items()},
     }
-    write("compile_time_quick" if args.quick else "compile_time", result)
+
+
+def table(ct: dict) -> str:
+    """Markdown: the first call of a GA and a low-rank ES generation, with and without compaction."""
+    setup, first = ct["setup"], ct["first_call_s"]
+    target = goal(TARGETS, "first_call_s/ga_compaction")
+    return "\n".join(
+        [
+            f"**Compile time** (`benchmarks/compile_time.py`): the first call of one generation "
+            f"(compiling + running), each in a fresh process, {setup['env']}, early exit on, "
+            f"median of {setup['repetitions']}; GA population {setup['ga']['population_size']} "
+            f"at rank 4, low-rank ES population {setup['es_lowrank']['population_size']}.",
+            "",
+            "| generation | with compaction | one buffer | target (compaction) |",
+            "| --- | ---: | ---: | ---: |",
+            f"| GA | **{first['ga_compaction']:.2f} s** | {first['ga_one_buffer']:.2f} s | "
+            f"{target} s |",
+            f"| low-rank ES | **{first['es_lowrank_compaction']:.2f} s** | "
+            f"{first['es_lowrank_one_buffer']:.2f} s | {target} s |",
+            "",
+            f"The default `lrne train` (quick CartPole GA), whole command in a fresh process: "
+            f"{ct['lrne_train_wall_s']:.1f} s. Machine: {ct['machine']}.",
+        ]
+    )
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

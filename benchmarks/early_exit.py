@@ -11,16 +11,26 @@ Writes benchmarks/results/early_exit.json.
 
 from __future__ import annotations
 
-import argparse
-
 import jax
 import jax.numpy as jnp
 import numpy as np
-from common import machine, median, time_interleaved, write
+from common import median, time_interleaved
 from flax import struct
 from gymnax.environments import environment
+from harness import goal, script
 
 import lrne
+
+FULL = {
+    "population_size": 1024,
+    "horizon_T": 500,
+    "hidden": [256, 256],
+    "rank": 4,
+    "compaction": 0.75,
+    "repetitions": 5,
+}
+QUICK = {**FULL, "population_size": 64, "horizon_T": 50, "hidden": [32, 32]}
+TARGETS = {"speedup_compaction": (">=", 1.6)}
 
 
 @struct.dataclass
@@ -61,24 +71,18 @@ class UniformLength(environment.Environment):
         return self.env.action_space(self.inner_params)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="toy size, for CI")
-    parser.add_argument("--repetitions", type=int, default=5)
-    parser.add_argument("--compaction", type=float, default=0.75)
-    args = parser.parse_args()
-    population, horizon, hidden = (64, 50, (32, 32)) if args.quick else (1024, 500, (256, 256))
-
+def run(args) -> dict:
     cartpole, params = lrne.tasks.make_env("CartPole-v1")
     lifted = params.replace(
         x_threshold=1e9, theta_threshold_radians=1e9, max_steps_in_episode=10**9
     )
+    horizon = args.horizon_T
     env = UniformLength(cartpole, lifted, horizon)
-    policy = lrne.nn.MLP(hidden, 2, rank=4)
+    policy = lrne.nn.MLP(tuple(args.hidden), 2, rank=args.rank)
     compacted = lrne.tasks.Gymnax(env, policy, max_steps=horizon, compaction=args.compaction)
     one_buffer = lrne.tasks.Gymnax(env, policy, max_steps=horizon, compaction=None)
     key = jax.random.key(0)
-    members = jax.vmap(compacted.init_params)(jax.random.split(key, population))
+    members = jax.vmap(compacted.init_params)(jax.random.split(key, args.population_size))
     members = lrne.Population(shared={}, members=members)  # a GA population's shape
 
     evaluate = {
@@ -90,32 +94,47 @@ def main() -> None:
 
     fit_c, m_c = evaluate["compacted"](key, members)
     fit_o, m_o = evaluate["one_buffer"](key, members)
-    identical = float(np.mean(np.asarray(fit_c) == np.asarray(fit_o)))
-    result = {
+    return {
         "speedup_compaction": median(times["one_buffer"]) / median(times["compacted"]),
-        "identical_fraction": identical,
+        "identical_fraction": float(np.mean(np.asarray(fit_c) == np.asarray(fit_o))),
         "compacted_s": median(times["compacted"]),
         "one_buffer_s": median(times["one_buffer"]),
         "env_steps_lived": int(m_c["env_steps"]),
         "slot_steps_compacted": int(m_c["env_steps_computed"]),
         "slot_steps_one_buffer": int(m_o["env_steps_computed"]),
         "mean_episode_length": float(jnp.mean(fit_o)),
-        "machine": machine(),
         "setup": {
             "env": "CartPole-v1, thresholds lifted, length ~ U{1..T}",
-            "population_size": population,
-            "horizon_T": horizon,
-            "mlp": [4, *hidden, 2],
-            "rank": 4,
-            "compaction": args.compaction,
-            "repetitions": args.repetitions,
-            "quick": args.quick,
+            "mlp": [4, *args.hidden, 2],
         },
         "all_s": times,
         "first_call_s": first,
     }
-    write("early_exit_quick" if args.quick else "early_exit", result)
+
+
+def table(ee: dict) -> str:
+    """Markdown: one buffer against compaction, seconds and slot-steps."""
+    setup = ee["setup"]
+    return "\n".join(
+        [
+            f"**Early exit with compaction** (`benchmarks/early_exit.py`): population "
+            f"{setup['population_size']}, MLP {'×'.join(map(str, setup['mlp'][1:-1]))} "
+            f"at rank {setup['rank']}, CartPole-v1 with lengths uniform over "
+            f"[1, {setup['horizon_T']}]; both stop when all episodes are done.",
+            "",
+            "| evaluation | s / evaluation | slot-steps executed | returns identical | target |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            f"| one buffer until all done | {ee['one_buffer_s']:.3f} | "
+            f"{ee['slot_steps_one_buffer']:,} | | |",
+            f"| compaction at {setup['compaction']} occupancy | {ee['compacted_s']:.3f} | "
+            f"{ee['slot_steps_compacted']:,} | {ee['identical_fraction']:.0%} | |",
+            f"| **speedup_compaction** | **{ee['speedup_compaction']:.2f}** | | | "
+            f"{goal(TARGETS, 'speedup_compaction')} |",
+            "",
+            f"Machine: {ee['machine']}. Steps lived by the episodes: {ee['env_steps_lived']:,}.",
+        ]
+    )
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

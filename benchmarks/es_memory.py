@@ -14,14 +14,16 @@ that scores members on one input. Writes benchmarks/results/es_memory.json.
 
 from __future__ import annotations
 
-import argparse
-
 import jax
 import jax.numpy as jnp
 import optax
-from common import machine, write
+from harness import script
 
 import lrne
+
+FULL = {"width": 1000, "population_size": 4096, "noise_rank": 1}
+QUICK = {**FULL, "width": 100, "population_size": 64}
+TARGETS = {"lrne_es_bytes": ("<=", 100e6), "lrne_nres_bytes": ("<=", 100e6)}
 
 
 class ProbeTask(lrne.tasks.Task):
@@ -57,52 +59,67 @@ def members_bytes(strategy, state) -> int:
     return ask.lower(state, jax.random.key(0)).compile().memory_analysis().output_size_in_bytes
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="toy size, for CI")
-    args = parser.parse_args()
-    width, population = (100, 64) if args.quick else (1000, 4096)
+def run(args) -> dict:
+    width, population, rank = args.width, args.population_size, args.noise_rank
     model = lrne.nn.MLP((width,), 10)
     task = ProbeTask(model, width)
     variables = model.init(jax.random.key(0), jnp.zeros(width))
 
-    lowrank = lrne.es(population, 0.01, optax.sgd(0.01), noise_rank=1)
+    lowrank = lrne.es(population, 0.01, optax.sgd(0.01), noise_rank=rank)
     dense = lrne.es(population, 0.01, optax.sgd(0.01), noise_rank=0)
     state = lowrank.init(jax.random.key(0), variables)
     step = jax.jit(lrne.generation_step(lowrank, task)).lower(state, jax.random.key(0))
-    step_stats = step.compile().memory_analysis()
     num_params = lrne.count_params(variables)
     # NRES at the same population: population/2 antithetic particles, each
     # holding its rank-1 noise for a whole episode in the state.
     probe = ProbeUnroll(model, width)
-    nres = lrne.nres(population // 2, 0.01, optax.sgd(0.01), 1, probe.horizon, noise_rank=1)
+    nres = lrne.nres(population // 2, 0.01, optax.sgd(0.01), 1, probe.horizon, noise_rank=rank)
     noise = jax.jit(lambda k: nres.init(k, variables, probe).noise).lower(jax.random.key(0))
     nres_state = jax.jit(lambda k: nres.init(k, variables, probe))(jax.random.key(0))
     nres_step = jax.jit(lrne.generation_step(nres, probe)).lower(nres_state, jax.random.key(0))
-    result = {
+    analysis = lambda lowered: lowered.compile().memory_analysis()
+    return {
         "lrne_es_bytes": members_bytes(lowrank, state),
         "dense_bytes": members_bytes(dense, dense.init(jax.random.key(0), variables)),
-        "lrne_nres_bytes": noise.compile().memory_analysis().output_size_in_bytes,
-        "lrne_es_generation_step_temp_bytes": step_stats.temp_size_in_bytes,
-        "lrne_nres_generation_step_temp_bytes": (
-            nres_step.compile().memory_analysis().temp_size_in_bytes
-        ),
+        "lrne_nres_bytes": analysis(noise).output_size_in_bytes,
+        "lrne_es_generation_step_temp_bytes": analysis(step).temp_size_in_bytes,
+        "lrne_nres_generation_step_temp_bytes": analysis(nres_step).temp_size_in_bytes,
         "num_params": num_params,
         "dense_bytes_formula": population * num_params * 4,
-        "machine": machine(),
         "setup": {
             "mlp": [width, width, 10],
-            "population_size": population,
-            "noise_rank": 1,
-            "quick": args.quick,
             "note": "lrne_es_bytes / dense_bytes: per-member output of the compiled ask; "
             "lrne_nres_bytes: the noise NRES keeps in its state (compiled init output), "
             "population/2 particles; "
             "the generation-step temporaries also hold activations of the probe task",
         },
     }
-    write("es_memory_quick" if args.quick else "es_memory", result)
+
+
+def table(mem: dict) -> str:
+    """Markdown: bytes of the population's per-member part, low-rank against dense."""
+    op, bound = TARGETS["lrne_es_bytes"]
+    target = f"{op} {bound / 1e6:g} MB"
+    return "\n".join(
+        [
+            f"**ES memory** (`benchmarks/es_memory.py`): MLP "
+            f"{'→'.join(map(str, mem['setup']['mlp']))} ({mem['num_params']:,} params) at "
+            f"population {mem['setup']['population_size']}, per-member part of the population "
+            "from the compiled `ask`:",
+            "",
+            "| perturbation | bytes | target |",
+            "| --- | ---: | ---: |",
+            f"| lrne `es(noise_rank=1)` | {mem['lrne_es_bytes'] / 1e6:,.1f} MB | {target} |",
+            f"| lrne `nres(noise_rank=1)`, noise held in the state | "
+            f"{mem['lrne_nres_bytes'] / 1e6:,.1f} MB | {target} |",
+            f"| dense population × D (evosax `ask`) | {mem['dense_bytes'] / 1e9:,.2f} GB | |",
+            "",
+            f"A whole compiled low-rank generation step needs "
+            f"{mem['lrne_es_generation_step_temp_bytes'] / 1e6:,.0f} MB of temporaries "
+            "(including the probe forward's activations).",
+        ]
+    )
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

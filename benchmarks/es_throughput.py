@@ -22,19 +22,42 @@ benchmarks/results/es_throughput.json.
 
 from __future__ import annotations
 
-import argparse
 from typing import Any, NamedTuple
 
 import gymnax
 import jax
 import jax.numpy as jnp
 import optax
-from common import machine, median, time_interleaved, write
+from common import median, time_interleaved
 from evosax.algorithms import NoiseReuseES, Open_ES
 from evosax.problems import GymnaxProblem
 from ga_vs_evosax import EvosaxPolicy, evosax_generation
+from harness import goal, script
 
 import lrne
+
+FULL = {
+    "population_size": 1024,
+    # env: [MLP hidden widths, episode steps]
+    "throughput": {"CartPole-v1": [[64, 64], 500], "Breakout-MinAtar": [[256, 256], 1000]},
+    "generation_hidden": [256, 256],
+    "generation_steps": 1000,
+    "nres_hidden": [64, 64],
+    "window": 50,
+    "horizon": 500,
+    "repetitions": 3,
+}
+QUICK = {
+    **FULL,
+    "population_size": 64,
+    "throughput": {"CartPole-v1": [[16, 16], 50], "Breakout-MinAtar": [[32, 32], 50]},
+    "generation_hidden": [32, 32],
+    "generation_steps": 50,
+    "nres_hidden": [16, 16],
+    "window": 10,
+    "horizon": 50,
+}
+TARGETS = {"lowrank_over_plain/*": (">=", 0.9), "speedup_vs_evosax_open_es": (">=", 10.0)}
 
 
 def obs_ndim(env_id: str) -> int:
@@ -159,44 +182,29 @@ def nres_generation_times(population: int, hidden, window: int, horizon: int, re
     return {name: median(t) for name, t in times.items()}, first
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="toy size, for CI")
-    parser.add_argument("--repetitions", type=int, default=3)
-    args = parser.parse_args()
-    if args.quick:
-        population, cartpole, breakout, gen_hidden = 64, ((16, 16), 50), ((32, 32), 50), (32, 32)
-        gen_steps, (nres_hidden, window, horizon) = 50, ((16, 16), 10, 50)
-    else:
-        population, cartpole, breakout = 1024, ((64, 64), 500), ((256, 256), 1000)
-        gen_hidden, gen_steps = (256, 256), 1000
-        nres_hidden, window, horizon = (64, 64), 50, 500
+def run(args) -> dict:
+    population, reps = args.population_size, args.repetitions
     result: dict = {"lowrank_over_plain": {}, "seconds_per_evaluation": {}}
-    for env_id, (hidden, steps) in (("CartPole-v1", cartpole), ("Breakout-MinAtar", breakout)):
-        seconds = throughput(env_id, hidden, population, steps, args.repetitions)
+    for env_id, (hidden, steps) in args.throughput.items():
+        seconds = throughput(env_id, tuple(hidden), population, steps, reps)
         result["lowrank_over_plain"][env_id] = seconds["plain"] / seconds["lowrank"]
         result["seconds_per_evaluation"][env_id] = seconds
         result.setdefault("lowrank_chunked_over_plain", {})[env_id] = {
             name: seconds["plain"] / t for name, t in seconds.items() if "chunked" in name
         }
-    nres_population = population
+    nres_hidden, window, horizon = tuple(args.nres_hidden), args.window, args.horizon
     nres_gens, nres_first = nres_generation_times(
-        nres_population, nres_hidden, window, horizon, 10 * args.repetitions
+        population, nres_hidden, window, horizon, 10 * reps
     )
     result["speedup_vs_evosax_nres"] = nres_gens["evosax_noise_reuse_es"] / nres_gens["lrne_nres"]
     result["nres_s_per_generation"] = nres_gens
     result["nres_first_call_s"] = nres_first
-    gens, first = generation_times(population, gen_hidden, gen_steps, args.repetitions)
+    gen_hidden, gen_steps = tuple(args.generation_hidden), args.generation_steps
+    gens, first = generation_times(population, gen_hidden, gen_steps, reps)
     result["speedup_vs_evosax_open_es"] = gens["evosax_open_es"] / gens["lrne_lowrank_es"]
     result["s_per_generation"] = gens
     result["first_call_s"] = first
-    result["machine"] = machine()
     result["setup"] = {
-        "population_size": population,
-        "throughput": {
-            "CartPole-v1": [list(cartpole[0]), cartpole[1]],
-            "Breakout-MinAtar": [list(breakout[0]), breakout[1]],
-        },
         "generation": {
             "env": "Breakout-MinAtar",
             "mlp": [400, *gen_hidden, 3],
@@ -207,18 +215,81 @@ def main() -> None:
         "nres": {
             "env": "CartPole-v1",
             "mlp": [4, *nres_hidden, 2],
-            "population_size": nres_population,
+            "population_size": population,
             "truncation_length": window,
             "horizon": horizon,
             "lrne_noise_rank": 1,
-            "repetitions": 10 * args.repetitions,
+            "repetitions": 10 * reps,
         },
-        "repetitions": args.repetitions,
-        "quick": args.quick,
         "note": "lowrank_over_plain is throughput (episodes/s) perturbed over plain",
     }
-    write("es_throughput_quick" if args.quick else "es_throughput", result)
+    return result
+
+
+def table(es: dict) -> str:
+    """Markdown: rank-1 ES against plain inference, and generations against evosax."""
+    setup = es["setup"]
+    gen = setup["generation"]
+    lines = [
+        f"**ES with low-rank noise** (`benchmarks/es_throughput.py`): population "
+        f"{setup['population_size']}, full-length rollouts, early exit off. Throughput of a "
+        "rank-1 perturbed population relative to plain batched inference of the shared "
+        "network at the same batch:",
+        "",
+        "| env | MLP | s / eval, rank-1 ES | s / eval, plain | lowrank_over_plain | target |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for env, (hidden, steps) in setup["throughput"].items():
+        t = es["seconds_per_evaluation"][env]
+        lowrank = t.get("lowrank", t.get("lowrank_r1"))
+        lines.append(
+            f"| {env} ({steps} steps) | {'×'.join(map(str, hidden))} | {lowrank:.3f} | "
+            f"{t['plain']:.3f} | {es['lowrank_over_plain'][env]:.2f} | "
+            f"{goal(TARGETS, 'lowrank_over_plain/*')} |"
+        )
+    chunked = es.get("lowrank_chunked_over_plain")
+    if chunked:
+        lines += [
+            "",
+            "Option tried, scoring the members in chunks (`lrne.tasks.Chunked`), "
+            "lowrank_over_plain by members per chunk: "
+            + "; ".join(
+                f"{env} " + ", ".join(f"{n.rsplit('_', 1)[1]}: {r:.2f}" for n, r in c.items())
+                for env, c in chunked.items()
+            )
+            + ".",
+        ]
+    g = es["s_per_generation"]
+    lines += [
+        "",
+        f"ES generation on {gen['env']}, MLP {'→'.join(map(str, gen['mlp']))}, "
+        f"{gen['episode_steps']} steps, rank {gen['noise_rank']} noise:",
+        "",
+        "| method | s / generation | speedup | target |",
+        "| --- | ---: | ---: | ---: |",
+        f"| evosax 0.3 `Open_ES` + `GymnaxProblem` | {g['evosax_open_es']:.3f} | 1.00 | |",
+        f"| lrne `es(noise_rank=1)` | {g['lrne_lowrank_es']:.3f} | "
+        f"{es['speedup_vs_evosax_open_es']:.2f} | {goal(TARGETS, 'speedup_vs_evosax_open_es')} |",
+    ]
+    n = setup["nres"]
+    g = es["nres_s_per_generation"]
+    lines += [
+        "",
+        f"Online ES generation (one truncation window) on {n['env']}, MLP "
+        f"{'→'.join(map(str, n['mlp']))}, population {n['population_size']}, "
+        f"W = {n['truncation_length']}, T = {n['horizon']}:",
+        "",
+        "| method | s / generation | speedup |",
+        "| --- | ---: | ---: |",
+        f"| evosax 0.3 `NoiseReuseES` (lockstep workers) | {g['evosax_noise_reuse_es']:.4f} | "
+        "1.00 |",
+        f"| lrne `nres(noise_rank=1)` (step-unlocked) | {g['lrne_nres']:.4f} | "
+        f"{es['speedup_vs_evosax_nres']:.2f} |",
+        "",
+        f"Machine: {es['machine']}.",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

@@ -27,19 +27,33 @@ factors add. Writes ``benchmarks/results/floor.json``.
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
-from common import machine, median, time_interleaved, write
+from common import median, time_interleaved
+from harness import goal, script
 
 import lrne
 from lrne.tasks.gymnax import Gymnax, _Slots
 
-ENVS = {"Breakout-MinAtar": ((256, 256), 1000), "CartPole-v1": ((64, 64), 500)}
-QUICK = {"Breakout-MinAtar": ((32, 32), 50), "CartPole-v1": ((16, 16), 50)}
+FULL = {
+    # env: [MLP hidden widths, episode steps]
+    "envs": {"Breakout-MinAtar": [[256, 256], 1000], "CartPole-v1": [[64, 64], 500]},
+    "ga_population": 256,
+    "es_population": 1024,
+    "sweep_populations": [64, 128, 256, 512],
+    "repetitions": 7,
+}
+QUICK = {
+    **FULL,
+    "envs": {"Breakout-MinAtar": [[32, 32], 50], "CartPole-v1": [[16, 16], 50]},
+    "ga_population": 16,
+    "es_population": 64,
+    "sweep_populations": [8, 16],
+}
+TARGETS = {"ga_over_floor/*": ("<=", 1.3), "es_over_floor/*": ("<=", 1.1)}
 
 
 def task_for(env_id: str, hidden: tuple[int, ...], steps: int, rank: int) -> Gymnax:
@@ -93,12 +107,12 @@ def generation(strategy: lrne.Strategy, task: Gymnax, params: Any):
     return (lambda s, k: step(s, k)[0]), state
 
 
-def measure(env_id: str, hidden: tuple[int, ...], steps: int, reps: int, quick: bool) -> dict:
+def measure(env_id: str, hidden: tuple[int, ...], steps: int, args) -> dict:
     key = jax.random.key(0)
     rows: dict[str, Any] = {}
     arms = {
-        "ga": (4, 16 if quick else 256, lambda p: lrne.ga(p, num_elites=p // 8, sigma=0.1)),
-        "es": (0, 64 if quick else 1024, lambda p: lrne.es(p, 0.05, optax.sgd(0.01), 1)),
+        "ga": (4, args.ga_population, lambda p: lrne.ga(p, num_elites=p // 8, sigma=0.1)),
+        "es": (0, args.es_population, lambda p: lrne.es(p, 0.05, optax.sgd(0.01), 1)),
     }
     for arm, (rank, population, make) in arms.items():
         task = task_for(env_id, hidden, steps, rank)
@@ -108,7 +122,7 @@ def measure(env_id: str, hidden: tuple[int, ...], steps: int, reps: int, quick: 
             "env": (env_only(task, population), jnp.zeros((), jnp.float32)),
             "forward": (forward_only(task, params, population), jnp.zeros((), jnp.int32)),
         }
-        times, first = time_interleaved(runs, reps, jax.random.key(1))
+        times, first = time_interleaved(runs, args.repetitions, jax.random.key(1))
         medians = {name: median(t) for name, t in times.items()}
         floor = medians["env"] + medians["forward"]
         rows[arm] = {
@@ -155,32 +169,60 @@ def ga_population_sweep(populations: list[int], hidden, steps: int, reps: int) -
     return rows
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="toy size, for CI")
-    parser.add_argument("--repetitions", type=int, default=7)
-    parser.add_argument("--envs", nargs="+", default=list(ENVS), choices=list(ENVS))
-    args = parser.parse_args()
-    sizes = QUICK if args.quick else ENVS
+def arguments(parser) -> None:
+    parser.add_argument("--envs", nargs="+", dest="only", choices=list(FULL["envs"]))
+
+
+def run(args) -> dict:
     envs = {}
-    for env_id in args.envs:
-        hidden, steps = sizes[env_id]
-        envs[env_id] = measure(env_id, hidden, steps, args.repetitions, args.quick)
+    for env_id in args.only or args.envs:
+        hidden, steps = args.envs[env_id]
+        envs[env_id] = measure(env_id, tuple(hidden), steps, args)
         print(env_id, {k: round(v, 3) for k, v in envs[env_id].items() if "over" in k})
-    populations = [8, 16] if args.quick else [64, 128, 256, 512]
-    hidden, steps = sizes["Breakout-MinAtar"]
-    sweep = ga_population_sweep(populations, hidden, steps, args.repetitions)
-    result = {
+    hidden, steps = args.envs["Breakout-MinAtar"]
+    sweep = ga_population_sweep(args.sweep_populations, tuple(hidden), steps, args.repetitions)
+    return {
         "envs": envs,
         "ga_population_sweep": sweep,
         "ga_over_floor": {e: r["ga_over_floor"] for e, r in envs.items()},
         "es_over_floor": {e: r["es_over_floor"] for e, r in envs.items()},
-        "targets": {"ga_over_floor": 1.3, "es_over_floor": 1.1},
-        "machine": machine(),
-        "setup": {"early_exit": False, "repetitions": args.repetitions, "quick": args.quick},
+        "setup": {"early_exit": False},
     }
-    write("floor_quick" if args.quick else "floor", result)
+
+
+def table(fl: dict) -> str:
+    """Markdown: each arm's generation against its floor, env and forward alone."""
+    lines = [
+        "**The floor** (`benchmarks/floor.py`): one generation against what stepping the "
+        "same episodes alone (action 0, no network) plus one forward pass of the "
+        "unperturbed network over the same batch alone cost, same process, interleaved.",
+        "",
+        "| env | arm | generation s | env s | forward s | floor s | over floor | target |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    names = {"ga": "GA, rank 4", "es": "low-rank ES, rank-1 noise"}
+    for env, row in fl["envs"].items():
+        for arm in ("ga", "es"):
+            r = row[arm]
+            lines.append(
+                f"| {env} (MLP {'×'.join(map(str, row['mlp']))}, {row['episode_steps']} steps) | "
+                f"{names[arm]}, population {r['population_size']} | {r['generation_s']:.3f} | "
+                f"{r['env_s']:.3f} | {r['forward_s']:.3f} | {r['floor_s']:.3f} | "
+                f"**{r['over_floor']:.2f}** | {goal(TARGETS, arm + '_over_floor/*')} |"
+            )
+    sweep = fl.get("ga_population_sweep")
+    if sweep:
+        extra = [r["extra_us_per_member_step"] for r in sweep.values()]
+        lines += [
+            "",
+            "The GA's own factors cost "
+            f"{min(extra):.2f}–{max(extra):.2f} µs per member-step beyond the floor at "
+            f"populations {', '.join(sweep)} on Breakout (over floor: "
+            + ", ".join(f"{r['over_floor']:.2f}" for r in sweep.values())
+            + ").",
+        ]
+    return "\n".join([*lines, "", f"Machine: {fl['machine']}."])
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

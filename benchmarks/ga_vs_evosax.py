@@ -10,18 +10,20 @@ generations. Writes benchmarks/results/ga_vs_evosax.json.
 
 from __future__ import annotations
 
-import argparse
-
 import jax
 import jax.numpy as jnp
-from common import machine, median, time_interleaved, write
+from common import median, time_interleaved
 from evosax.algorithms import SimpleGA
 from evosax.problems import GymnaxProblem
 from flax import linen as nn
+from harness import goal, script
 
 import lrne
 
 ENV = "Breakout-MinAtar"
+FULL = {"population_size": 256, "hidden": [256, 256], "episode_steps": 1000, "repetitions": 5}
+QUICK = {**FULL, "population_size": 16, "hidden": [32, 32], "episode_steps": 50}
+TARGETS = {"speedup_rank0": (">=", 0.9), "speedup_rank4": (">=", 10.0)}
 
 
 class EvosaxPolicy(nn.Module):
@@ -74,12 +76,8 @@ def lrne_step(population_size: int, hidden: tuple[int, ...], steps: int, rank: i
     return (lambda state, key: generation(state, key)[0]), state
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="toy size, for CI")
-    parser.add_argument("--repetitions", type=int, default=5)
-    args = parser.parse_args()
-    population, hidden, steps = (16, (32, 32), 50) if args.quick else (256, (256, 256), 1000)
+def run(args) -> dict:
+    population, hidden, steps = args.population_size, tuple(args.hidden), args.episode_steps
     key = jax.random.key(0)
     runs = {
         "evosax": evosax_step(population, hidden, steps, key),
@@ -87,28 +85,41 @@ def main() -> None:
         "lrne_rank4": lrne_step(population, hidden, steps, 4, key),
     }
     times, first = time_interleaved(runs, args.repetitions, jax.random.key(1))
-    evosax_s = median(times["evosax"])
-    result = {
-        "evosax_s_per_gen": evosax_s,
-        "lrne_rank0_s_per_gen": median(times["lrne_rank0"]),
-        "lrne_rank4_s_per_gen": median(times["lrne_rank4"]),
-        "speedup_rank0": evosax_s / median(times["lrne_rank0"]),
-        "speedup_rank4": evosax_s / median(times["lrne_rank4"]),
-        "machine": machine(),
-        "setup": {
-            "env": ENV,
-            "population_size": population,
-            "mlp": [400, *hidden, 3],
-            "episode_steps": steps,
-            "early_exit": False,
-            "repetitions": args.repetitions,
-            "quick": args.quick,
-        },
+    s = {name: median(t) for name, t in times.items()}
+    return {
+        "evosax_s_per_gen": s["evosax"],
+        "lrne_rank0_s_per_gen": s["lrne_rank0"],
+        "lrne_rank4_s_per_gen": s["lrne_rank4"],
+        "speedup_rank0": s["evosax"] / s["lrne_rank0"],
+        "speedup_rank4": s["evosax"] / s["lrne_rank4"],
+        "setup": {"env": ENV, "mlp": [400, *hidden, 3], "early_exit": False},
         "all_s_per_gen": times,
         "first_call_s": first,
     }
-    write("ga_vs_evosax_quick" if args.quick else "ga_vs_evosax", result)
+
+
+def table(ga: dict) -> str:
+    """Markdown: seconds per generation of each method and the speedups over evosax."""
+    setup = ga["setup"]
+    return "\n".join(
+        [
+            f"**GA generation time** (`benchmarks/ga_vs_evosax.py`): {setup['env']}, population "
+            f"{setup['population_size']}, MLP {'→'.join(map(str, setup['mlp']))}, one episode of "
+            f"{setup['episode_steps']} steps per member, early exit off; median of "
+            f"{setup['repetitions']} warm interleaved generations.",
+            "",
+            "| method | s / generation | speedup vs evosax | target |",
+            "| --- | ---: | ---: | ---: |",
+            f"| evosax 0.3 `SimpleGA` + `GymnaxProblem` | {ga['evosax_s_per_gen']:.3f} | 1.00 | |",
+            f"| lrne GA, dense (rank 0) | {ga['lrne_rank0_s_per_gen']:.3f} | "
+            f"{ga['speedup_rank0']:.2f} | {goal(TARGETS, 'speedup_rank0')} |",
+            f"| lrne GA, factorized (rank 4) | {ga['lrne_rank4_s_per_gen']:.3f} | "
+            f"{ga['speedup_rank4']:.2f} | {goal(TARGETS, 'speedup_rank4')} |",
+            "",
+            f"Machine: {ga['machine']}.",
+        ]
+    )
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

@@ -19,21 +19,23 @@ Writes ``benchmarks/results/hyperscale.json``.
 
 from __future__ import annotations
 
-import argparse
 import resource
-import time
 
 import jax
 import jax.numpy as jnp
 import optax
-from common import machine, write
+from common import timed
 from flax import linen as nn
+from harness import goal, script
 
 import lrne
 from lrne.ensemble import member_outputs
 from lrne.genome import PyTree
 
-WIDTH, CLASSES, BATCH = 1000, 10, 16
+CLASSES, BATCH = 10, 16
+FULL = {"width": 1000, "population": 262_144, "chunk": 8192, "generations": 3}
+QUICK = {**FULL, "width": 64, "population": 256, "chunk": 64}
+TARGETS = {"peak_rss_gib": ("<=", 8)}
 
 
 class Regression(lrne.tasks.Task):
@@ -69,28 +71,21 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="toy size, for CI")
-    parser.add_argument("--population", type=int, default=262_144)
-    parser.add_argument("--chunk", type=int, default=8192)
-    parser.add_argument("--generations", type=int, default=3)
-    args = parser.parse_args()
-    width, population, chunk = (64, 256, 64) if args.quick else (WIDTH, args.population, args.chunk)
-    step, state, num_params = build(width, population, chunk)
+def run(args) -> dict:
+    population = args.population
+    step, state, num_params = build(args.width, population, args.chunk)
     seconds, fitness = [], []
     for g in range(args.generations):
-        tick = time.perf_counter()
-        state, metrics = jax.block_until_ready(step(state, jax.random.key(10 + g)))
-        seconds.append(time.perf_counter() - tick)
+        (state, metrics), took = timed(step, state, jax.random.key(10 + g))
+        seconds.append(took)
         fitness.append(float(metrics["fitness_mean"]))
-        print(f"generation {g}: {seconds[-1]:.1f} s, mean fitness {fitness[-1]:.4f}", flush=True)
+        print(f"generation {g}: {took:.1f} s, mean fitness {fitness[-1]:.4f}", flush=True)
     peak = peak_rss_bytes()
     dense = population * num_params * 4
-    result = {
+    return {
         "population_size": population,
         "num_params": num_params,
-        "chunk_size": chunk,
+        "chunk_size": args.chunk,
         "first_generation_s": seconds[0],
         "generation_s": min(seconds[1:]) if len(seconds) > 1 else None,
         "all_generation_s": seconds,
@@ -99,20 +94,39 @@ def main() -> None:
         "peak_rss_gib": peak / 2**30,
         "dense_population_bytes": dense,
         "dense_population_tib": dense / 2**40,
-        "target_peak_rss_gib": 8,
-        "machine": machine(),
         "setup": {
-            "mlp": [width, width, CLASSES],
+            "mlp": [args.width, args.width, CLASSES],
             "noise_rank": 1,
             "antithetic": True,
             "batch": BATCH,
             "objective": "minus the mean squared error to a random teacher's outputs",
             "store_noise": False,
-            "quick": args.quick,
         },
     }
-    write("hyperscale_quick" if args.quick else "hyperscale", result)
+
+
+def table(hs: dict) -> str:
+    """Markdown: time and peak memory of one generation of the hyperscale population."""
+    setup = hs["setup"]
+    return "\n".join(
+        [
+            f"**A hyperscale population** (`benchmarks/hyperscale.py`): one low-rank ES "
+            f"generation of **{hs['population_size']:,} members** on an MLP "
+            f"{'→'.join(map(str, setup['mlp']))} ({hs['num_params']:,} params), rank-1 noise, "
+            f"antithetic, members scored {hs['chunk_size']:,} at a time (`lrne.tasks.Chunked`) "
+            "with their noise drawn per chunk (`lrne.es(..., store_noise=False)`).",
+            "",
+            "| first generation (compiling) | warm generation | peak RSS | target | "
+            "dense population × params |",
+            "| ---: | ---: | ---: | ---: | ---: |",
+            f"| {hs['first_generation_s']:.1f} s | {hs['generation_s']:.1f} s | "
+            f"**{hs['peak_rss_gib']:.2f} GiB** | {goal(TARGETS, 'peak_rss_gib')} GiB | "
+            f"{hs['dense_population_tib']:.2f} TiB |",
+            "",
+            f"Machine: {hs['machine']}.",
+        ]
+    )
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

@@ -17,23 +17,27 @@ quick runs use 20,000 characters of ``--text`` or of a generated text.
 
 from __future__ import annotations
 
-import argparse
-
 import jax
 import jax.numpy as jnp
 import optax
-from common import corpus, machine, median, time_interleaved, write
+from common import corpus, median, time_interleaved
+from harness import goal, script
 
 import lrne
 from lrne.nn.transformer import Transformer
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="toy size, for CI")
+FULL = {"population": 64, "sequences_per_member": 16, "context": 64, "repetitions": 15}
+QUICK = {"population": 8, "sequences_per_member": 4, "context": 16, "repetitions": 3}
+TARGETS = {"lm_lowrank_over_plain": (">=", 0.9)}
+
+
+def arguments(parser) -> None:
     parser.add_argument("--text", help="the corpus (full runs: a tiny Shakespeare copy)")
-    args = parser.parse_args()
-    population, batch, context, reps = (8, 4, 16, 3) if args.quick else (64, 16, 64, 15)
+
+
+def run(args) -> dict:
+    population, batch, context = args.population, args.sequences_per_member, args.context
     text = corpus(args.quick, args.text)
     model = Transformer.preset("full", len(lrne.tasks.LanguageModel.vocabulary(text)))
     task = lrne.tasks.LanguageModel(model, text, context=context, batch_size=batch)
@@ -58,10 +62,10 @@ def main() -> None:
         return task.loss(state.mean, stacked_inputs, stacked_targets)
 
     runs = {"lowrank": (jax.jit(lowrank_loss), None), "plain": (jax.jit(plain_loss), None)}
-    times, first = time_interleaved(runs, reps, jax.random.key(3))
+    times, first = time_interleaved(runs, args.repetitions, jax.random.key(3))
     tokens = population * batch * context
     lowrank_s, plain_s = median(times["lowrank"]), median(times["plain"])
-    result = {
+    return {
         "lm_lowrank_over_plain": plain_s / lowrank_s,
         "tokens_per_s": {"lowrank_es_r1": tokens / lowrank_s, "plain": tokens / plain_s},
         "seconds_per_evaluation": {"lowrank_es_r1": lowrank_s, "plain": plain_s},
@@ -70,19 +74,34 @@ def main() -> None:
             "model": "Transformer preset 'full': 3 blocks, hidden 32, 4 heads, ff 128",
             "vocab_size": task.vocab_size,
             "num_params": lrne.count_params(state.mean),
-            "population": population,
-            "sequences_per_member": batch,
-            "context": context,
             "tokens_per_evaluation": tokens,
             "noise_rank": 1,
-            "repetitions": reps,
             "text": "tiny Shakespeare" if not args.quick else "quick: 20,000 characters",
-            "quick": args.quick,
         },
-        "machine": machine(),
     }
-    write("lm_throughput_quick" if args.quick else "lm_throughput", result)
+
+
+def table(lm: dict) -> str:
+    """Markdown: tokens per second of the rank-1 ES population against plain inference."""
+    setup = lm["setup"]
+    return "\n".join(
+        [
+            f"**Language-model throughput** (`benchmarks/lm_throughput.py`): {setup['model']}, "
+            f"{setup['num_params']:,} params, population {setup['population']} × "
+            f"{setup['sequences_per_member']} sequences of {setup['context']} characters.",
+            "",
+            "| evaluation | tokens / s | ratio | target |",
+            "| --- | ---: | ---: | ---: |",
+            f"| plain batched forward, shared weights | {lm['tokens_per_s']['plain']:,.0f} | "
+            "1.00 | |",
+            f"| ES population, rank-1 noise in the forward pass | "
+            f"{lm['tokens_per_s']['lowrank_es_r1']:,.0f} | **{lm['lm_lowrank_over_plain']:.3f}** "
+            f"| {goal(TARGETS, 'lm_lowrank_over_plain')} |",
+            "",
+            f"Machine: {lm['machine']}.",
+        ]
+    )
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

@@ -30,7 +30,6 @@ Writes benchmarks/results/scaling.json.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -39,19 +38,46 @@ import subprocess
 import sys
 from pathlib import Path
 
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-    )
-
 import jax
 import optax
-from common import RESULTS, machine, median, time_interleaved, write
+from common import median, time_interleaved
+from harness import ENVELOPE, goal, read, script
 
 import lrne
 from lrne.distributed import population_mesh, replicate, sharded_generation_step
 
 DEVICES = (1, 2, 4)
+FULL = {
+    "width": 256,
+    "population": 256,
+    "particles": 128,
+    "max_steps": 500,
+    "window": 50,
+    "repetitions": 7,
+    # the multi-process rows (--processes)
+    "process_width": 256,
+    "process_population": 256,
+    "process_steps": 1000,
+    "process_generations": 10,
+    "launches": 3,
+}
+QUICK = {
+    "width": 16,
+    "population": 16,
+    "particles": 8,
+    "max_steps": 50,
+    "window": 10,
+    "repetitions": 2,
+    "process_width": 16,
+    "process_population": 16,
+    "process_steps": 50,
+    "process_generations": 3,
+    "launches": 1,
+}
+TARGETS = {
+    "two_process_speedup/*": (">=", 1.8),
+    "multi_process/strategies/*/bit_identical": ("==", True),
+}
 WORKER = Path(__file__).resolve().parent / "scaling_worker.py"
 COLLECTIVE = re.compile(
     r"=\s+(.+?)\s+(all-reduce|all-gather|collective-permute|all-to-all|reduce-scatter)"
@@ -76,15 +102,10 @@ def collective_bytes(hlo: str) -> int:
     return total
 
 
-def settings(quick: bool) -> dict:
-    if quick:
-        return dict(width=16, population=16, particles=8, max_steps=50, window=10, reps=2)
-    return dict(width=256, population=256, particles=128, max_steps=500, window=50, reps=7)
-
-
 def process_strategy(name: str, quick: bool):
     """The multi-process rows' strategy and task (see the module docstring)."""
-    width, population, steps = (16, 16, 50) if quick else (256, 256, 1000)
+    s = QUICK if quick else FULL
+    width, population, steps = s["process_width"], s["process_population"], s["process_steps"]
     rank = 4 if name == "ga" else 0
     policy = lrne.nn.MLP((width, width), 3, rank=rank, input_ndim=3)
     task = lrne.tasks.Gymnax("Breakout-MinAtar", policy, max_steps=steps, early_exit=False)
@@ -117,19 +138,19 @@ def launch(name: str, processes: int, generations: int, quick: bool) -> list[dic
     return rows
 
 
-def multi_process(quick: bool) -> dict:
-    """One pinned process vs two, per strategy, runs alternated three times."""
-    generations = 3 if quick else 10
+def multi_process(args) -> dict:
+    """One pinned process vs two, per strategy, launches alternated."""
+    generations = args.process_generations
     rows: dict = {}
     for name in ("ga", "es_lowrank"):
         one, two = [], []
-        for _ in range(1 if quick else 3):
-            one.append(launch(name, 1, generations, quick)[0])
-            two.append(launch(name, 2, generations, quick))
+        for _ in range(args.launches):
+            one.append(launch(name, 1, generations, args.quick)[0])
+            two.append(launch(name, 2, generations, args.quick))
         one_s = median([t for r in one for t in r["seconds"]])
         two_s = median([t for rs in two for t in rs[0]["seconds"]])
         hashes = {r["state_sha256"] for r in one} | {r["state_sha256"] for rs in two for r in rs}
-        _, task, size = process_strategy(name, quick)
+        _, task, size = process_strategy(name, args.quick)
         rows[name] = {
             "task": f"Breakout-MinAtar, MLP {task.policy.features}, rank "
             f"{task.policy.rank}, {task.max_steps} steps, early exit off",
@@ -143,56 +164,60 @@ def multi_process(quick: bool) -> dict:
         print(name, {k: v for k, v in rows[name].items() if "s_per" in k or "speedup" in k})
     return {
         "setup": "1 process on core 0 vs 2 processes on cores 0 and 1 (taskset), one XLA "
-        "device and one thread each, jax.distributed + gloo; medians over 3 alternated "
-        f"launches x {generations} warm generations",
+        f"device and one thread each, jax.distributed + gloo; medians over {args.launches} "
+        f"alternated launches x {generations} warm generations",
         "strategies": rows,
         "two_process_speedup": {n: r["two_process_speedup"] for n, r in rows.items()},
-        "target_two_process_speedup": 1.8,
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="toy size, for CI")
+def arguments(parser) -> None:
     parser.add_argument("--processes", action="store_true", help="the multi-process rows")
-    args = parser.parse_args()
-    out = "scaling_quick" if args.quick else "scaling"
+
+
+def four_devices() -> None:
+    """4 XLA CPU devices in this process: set before JAX starts its backend (the
+    harness starts it only once a run is over)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = flags + " --xla_force_host_platform_device_count=4"
+
+
+def run(args) -> dict:
+    # The rows of the other mode come from the earlier result.
+    earlier = read(args.output) or {}
+    earlier = {k: v for k, v in earlier.items() if k not in ENVELOPE}
     if args.processes:
-        path = RESULTS / f"{out}.json"
-        result = json.loads(path.read_text()) if path.exists() else {"machine": machine()}
-        result["multi_process"] = multi_process(args.quick)
-        result["two_process_speedup"] = result["multi_process"]["two_process_speedup"]
-        return write(out, result)
-    s = settings(args.quick)
+        mp = multi_process(args)
+        return {**earlier, "multi_process": mp, "two_process_speedup": mp["two_process_speedup"]}
+    four_devices()
     if len(jax.devices()) < max(DEVICES):
         raise SystemExit(f"need {max(DEVICES)} devices, have {len(jax.devices())}")
 
     breakout = lrne.tasks.Gymnax(
         "Breakout-MinAtar",
         # input_ndim=3: one (10, 10, 4) observation, flattened, is one input.
-        lrne.nn.MLP((s["width"], s["width"]), 3, rank=4, input_ndim=3),
-        max_steps=s["max_steps"],
+        lrne.nn.MLP((args.width, args.width), 3, rank=4, input_ndim=3),
+        max_steps=args.max_steps,
     )
     cartpole = lrne.tasks.Gymnax(
-        "CartPole-v1", lrne.nn.MLP((s["width"] // 4,) * 2, 2, rank=4), max_steps=s["max_steps"]
+        "CartPole-v1", lrne.nn.MLP((args.width // 4,) * 2, 2, rank=4), max_steps=args.max_steps
     )
-    P, N = s["population"], s["particles"]
+    P, N = args.population, args.particles
     strategies = {
         "ga": (lrne.ga(P, P // 16, 0.1), P, breakout, False),
         "es_lowrank": (lrne.es(P, 0.05, optax.adam(0.01), noise_rank=1), P, breakout, False),
         "metropolis": (lrne.metropolis(P, 0.02, 100.0), P, breakout, False),
         "nres": (
-            lrne.nres(N, 0.05, optax.adam(0.01), s["window"], s["max_steps"], noise_rank=1),
+            lrne.nres(N, 0.05, optax.adam(0.01), args.window, args.max_steps, noise_rank=1),
             N,
             cartpole,
             True,
         ),
     }
-
     if args.quick:  # one offline and one online strategy: the two code paths
         strategies = {name: strategies[name] for name in ("es_lowrank", "nres")}
     result: dict = {
-        "machine": machine(),
         "devices": f"{len(jax.devices())} XLA CPU devices on {os.cpu_count()} cores "
         "(fake devices sharing the cores: the overhead of the split, not a speedup)",
         "strategies": {},
@@ -210,11 +235,11 @@ def main() -> None:
             # On one device a collective over a group of one moves nothing.
             exchanged[n] = collective_bytes(compiled.as_text()) if n > 1 else 0
             runs[str(n)] = (lambda st, k, step=compiled: step(st, k)[0], placed)
-        times, first = time_interleaved(runs, s["reps"], jax.random.key(3))
+        times, first = time_interleaved(runs, args.repetitions, jax.random.key(3))
         per_s = {n: 1.0 / median(times[n]) for n in times}
         widths = "x".join(map(str, task.policy.features))
         result["strategies"][name] = {
-            "task": f"{task.env.name}, rank-4 MLP {widths}, max_steps {s['max_steps']}",
+            "task": f"{task.env.name}, rank-4 MLP {widths}, max_steps {args.max_steps}",
             "population": size if not online else f"{size} particles x 2",
             "generations_per_s": {n: round(v, 3) for n, v in per_s.items()},
             "speedup_2_over_1": round(per_s["2"] / per_s["1"], 3),
@@ -227,14 +252,51 @@ def main() -> None:
             ),
             "first_call_s": {n: round(v, 2) for n, v in first.items()},
         }
-    path = RESULTS / f"{out}.json"
-    if path.exists():  # keep the multi-process rows of an earlier --processes run
-        old = json.loads(path.read_text())
-        for key in ("multi_process", "two_process_speedup"):
-            if key in old:
-                result[key] = old[key]
-    write(out, result)
+    keep = ("multi_process", "two_process_speedup")  # an earlier --processes run's rows
+    return {**result, **{key: earlier[key] for key in keep if key in earlier}}
+
+
+def table(sc: dict) -> str:
+    """Markdown: generations per second on 1, 2 and 4 devices, bytes exchanged, two processes."""
+    lines = [
+        f"**Scaling out** (`benchmarks/scaling.py`): {sc['devices']}; generations per second "
+        "of `sharded_generation_step` on meshes of 1, 2 and 4 of them (one process, "
+        "interleaved), and the bytes the compiled step's collectives move per generation, "
+        "against a dense all-reduce of the parameters.",
+        "",
+        "| strategy | task | gen/s on 1 / 2 / 4 | bytes exchanged (4 devices) | dense all-reduce "
+        "| ratio |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, row in sc["strategies"].items():
+        rate = row["generations_per_s"]
+        lines.append(
+            f"| {name} (population {row['population']}) | {row['task']} | "
+            f"{rate['1']:.2f} / {rate['2']:.2f} / {rate['4']:.2f} | "
+            f"{row['bytes_exchanged_per_generation']['4']:,} | "
+            f"{row['dense_allreduce_bytes']:,} | {row['dense_allreduce_over_exchanged']:,.1f}× |"
+        )
+    mp = sc.get("multi_process")
+    if mp is not None:
+        lines += [
+            "",
+            f"**Two processes on two cores** (`benchmarks/scaling.py --processes`): {mp['setup']}.",
+            "",
+            "| strategy | task | population | s / gen, 1 process | s / gen, 2 processes "
+            "| speedup | target | bit-identical |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
+        ]
+        for name, row in mp["strategies"].items():
+            lines.append(
+                f"| {name} | {row['task']} | {row['population']} | "
+                f"{row['one_process_s_per_gen']:.3f} | {row['two_process_s_per_gen']:.3f} | "
+                f"**{row['two_process_speedup']:.2f}** | "
+                f"{goal(TARGETS, 'two_process_speedup/*')} | "
+                f"{'yes' if row['bit_identical'] else 'NO'} |"
+            )
+    lines += ["", f"Machine: {sc['machine']}."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

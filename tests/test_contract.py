@@ -335,8 +335,8 @@ def test_stock_layers_never_get_per_member_weights(name, model):
             dense_bytes += delta.nbytes
     small = sum(w.size for _, w in weights if w.ndim < 2)  # biases and norms: dense noise
     assert dense_bytes == POPULATION * small * 4
-    # The perturbations reach the model: members differ under the same inputs.
-    fitness, _, _ = strategy.evaluate(jax.random.key(3), state, population, task)
-    assert len(np.unique(np.asarray(fitness))) > 1, f"{name}: members scored alike"
-    state, metrics = jax.jit(lrne.generation_step(strategy, task))(state, jax.random.key(4))
-    assert np.isfinite(float(metrics["fitness_mean"]))
+    # The perturbations reach the model: members differ under the same inputs. (The
+    # whole generation step of every strategy: test_contract above.)
+    score = jax.jit(lambda k, s, p: strategy.evaluate(k, s, p, task)[0])
+    fitness = np.asarray(score(jax.random.key(3), state, population))
+    assert np.all(np.isfinite(fitness)) and len(np.unique(fitness)) > 1, name
