@@ -151,7 +151,7 @@ def train_loop(step: Callable, state: Any, key: jax.Array, snapshots: Snapshots)
             return state
 
 
-def plot(path: Path, panels: list[dict], title: str | None = None, size=(6, 4)) -> None:
+def band_plot(path: Path, panels: list[dict], title: str | None = None, size=(6, 4)) -> None:
     """Line plots with 95% CI bands, one axes per panel side by side, into a PNG.
 
     Each panel: ``lines``, dicts of ``x``, ``y``, an optional ``band`` (the

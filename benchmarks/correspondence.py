@@ -18,16 +18,36 @@ Writes benchmarks/results/correspondence.json and correspondence.png.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from common import RESULTS, machine, write
+from common import band_plot
+from harness import RESULTS, script
 
 import lrne
+
+FULL = {
+    "one_step_samples": 1_000_000,
+    "chunk": 100_000,
+    "sigmas": [0.02, 0.01, 0.005],
+    "regression_points": 1000,
+    "chains": 1000,
+    "gd_steps": 200,
+    "lambdas": [0.5, 0.2, 0.1],
+}
+QUICK = {
+    "one_step_samples": 20_000,
+    "chunk": 10_000,
+    "sigmas": [0.02],
+    "regression_points": 50,
+    "chains": 32,
+    "gd_steps": 10,
+    "lambdas": [0.5, 0.25],
+}
+TARGETS = {"delta_decreases_with_sigma/*": ("==", True)}
 
 
 def regression(num_points: int):
@@ -149,58 +169,49 @@ def trajectories(params, loss, chains: int, gd_steps: int, alpha: float, beta: f
 
 
 def plot(result: dict, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, (mode, runs) in zip(axes, result["trajectories"].items(), strict=True):
-        gd = runs[0]["gd_loss"]
-        ax.plot(range(1, len(gd) + 1), gd, "k-", lw=2, label="gradient descent")
-        for run in runs:
-            ax.plot(
-                range(1, len(gd) + 1),
-                run["chains_mean_loss"],
-                "--",
-                label=f"chains' mean loss, σ = {run['sigma']:.2g}",
-            )
-        ax.set_xlabel("GD time (steps of α)")
-        ax.set_ylabel("loss")
-        ax.set_yscale("log")
-        ax.set_title(mode)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    panels = []
+    for mode, runs in result["trajectories"].items():
+        x = range(1, len(runs[0]["gd_loss"]) + 1)
+        lines = [
+            {"x": x, "y": runs[0]["gd_loss"], "style": "k-", "lw": 2, "label": "gradient descent"}
+        ]
+        lines += [
+            {
+                "x": x,
+                "y": r["chains_mean_loss"],
+                "style": "--",
+                "label": f"chains' mean loss, σ = {r['sigma']:.2g}",
+            }
+            for r in runs
+        ]
+        panels.append(
+            {"lines": lines, "xlabel": "GD time (steps of α)", "ylabel": "loss", "yscale": "log"}
+            | {"title": mode}
+        )
+    band_plot(path, panels, size=(11, 4))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="toy size, for CI")
-    parser.add_argument("--chains", type=int, default=1000)
-    args = parser.parse_args()
-    samples, chunk = (20_000, 10_000) if args.quick else (1_000_000, 100_000)
-    points, chains, gd_steps = (50, 32, 10) if args.quick else (1000, args.chains, 200)
-
+def run(args) -> dict:
+    samples, chunk, points = args.one_step_samples, args.chunk, args.regression_points
     statistics: dict = {"quadratic": [], "mlp": []}
     small_mlp = regression(min(points, 100))  # the one-step statistics' "small MLP"
     for name, (params, loss) in (("quadratic", quadratic()), ("mlp", small_mlp)):
         grad_norm = float(jnp.linalg.norm(flatten(jax.grad(loss)(params))))
         beta = 0.2 / (0.02 * grad_norm)  # a = βσ|∇U| = 0.2 at σ = 0.02
-        for sigma in (0.02,) if args.quick else (0.02, 0.01, 0.005):  # each is a compile
+        for sigma in args.sigmas:  # each is a compile
             for b in (beta, math.inf):
                 statistics[name].append(one_step(params, loss, sigma, b, samples, chunk))
                 print(name, statistics[name][-1])
 
     params, loss = regression(points)
-    lambdas = (0.5, 0.25) if args.quick else (0.5, 0.2, 0.1)
+    trajectory = lambda alpha, beta, lam: trajectories(
+        params, loss, args.chains, args.gd_steps, alpha, beta, lam
+    )
     result_traj = {
         "beta=inf vs normalized GD (alpha=0.01)": [
-            trajectories(params, loss, chains, gd_steps, 0.01, math.inf, lam) for lam in lambdas
+            trajectory(0.01, math.inf, lam) for lam in args.lambdas
         ],
-        "beta=1000 vs GD (alpha=0.05)": [
-            trajectories(params, loss, chains, gd_steps, 0.05, 1000.0, lam) for lam in lambdas
-        ],
+        "beta=1000 vs GD (alpha=0.05)": [trajectory(0.05, 1000.0, lam) for lam in args.lambdas],
     }
     for mode, runs in result_traj.items():
         print(mode, [(r["sigma"], r["delta_max"], r["delta_final"]) for r in runs])
@@ -213,22 +224,63 @@ def main() -> None:
         "one_step": statistics,
         "trajectories": result_traj,
         "delta_decreases_with_sigma": decreasing,
-        "machine": machine(),
         "setup": {
-            "one_step_samples": samples,
-            "regression_points": points,
             "one_step_mlp_points": min(points, 100),
-            "chains": chains,
-            "gd_steps": gd_steps,
-            "quick": args.quick,
             "note": "a = beta·sigma·|grad U| (finite-beta expansion parameter); "
             "second_moment_over_predicted averages E[dθ_i²] over coordinates",
         },
     }
-    write("correspondence_quick" if args.quick else "correspondence", result)
     if not args.quick:
         plot(result, RESULTS / "correspondence.png")
+    return result
+
+
+def table(cor: dict) -> str:
+    """Markdown: one-step statistics against their predictions, and trajectories against GD."""
+    lines = [
+        "**Neuroevolution ↔ gradient descent** (`benchmarks/correspondence.py`, plot "
+        "`benchmarks/results/correspondence.png`). One step from θ₀, "
+        f"{cor['setup']['one_step_samples']:,} chains: relative error of the mean step "
+        "against the prediction (noise floor: expected relative sampling error), and the "
+        "mean second moment over its prediction (σ² at finite β, σ²/2 at β = ∞):",
+        "",
+        "| problem | σ | β | a = βσ\\|∇U\\| | mean step rel. error | noise floor | "
+        "second moment / predicted |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for problem, rows in cor["one_step"].items():
+        for r in rows:
+            beta = r["beta"] if r["beta"] == "inf" else f"{r['beta']:.3g}"
+            a = "" if r["a"] is None else f"{r['a']:.3f}"
+            lines.append(
+                f"| {problem} | {r['sigma']:g} | {beta} | {a} | {r['mean_relative_error']:.3f} "
+                f"| {r['noise_floor_relative']:.3f} | {r['second_moment_over_predicted']:.3f} |"
+            )
+    lines += [
+        "",
+        f"Trajectories ({cor['setup']['chains']} chains, sin(2πx) on "
+        f"{cor['setup']['regression_points']} points, 30 tanh units, "
+        f"{cor['setup']['gd_steps']} units of GD time): Δ = |mean θ_NE − θ_GD|.",
+        "",
+        "| setting | σ | NE steps | mean Δ(t) | max Δ(t) | final loss: GD / chains' mean |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for mode, runs in cor["trajectories"].items():
+        for r in runs:
+            lines.append(
+                f"| {mode} | {r['sigma']:.3g} | {r['ne_steps']:,} | {r['delta_mean']:.4f} | "
+                f"{r['delta_max']:.4f} | {r['gd_loss'][-1]:.4f} / "
+                f"{r['chains_mean_loss'][-1]:.4f} |"
+            )
+    decreasing = cor["delta_decreases_with_sigma"]
+    lines += [
+        "",
+        "Δ falls as σ falls: "
+        + ", ".join(f"{mode}: {'yes' if ok else 'no'}" for mode, ok in decreasing.items())
+        + f". Machine: {cor['machine']}.",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

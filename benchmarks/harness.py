@@ -91,6 +91,11 @@ def _number(bound: Any) -> str:
     return str(bound) if isinstance(bound, bool) else f"{bound:g}"
 
 
+def pm(cell: dict, digits: int = 3) -> str:
+    """A ``mean_ci95`` cell as ``mean ± half-width``."""
+    return f"{cell['mean']:.{digits}f} ± {cell['ci95']:.{digits}f}"
+
+
 def goal(targets: dict, key: str) -> str:
     """A target as a table cell: ``>= 10``."""
     op, bound = targets[key]

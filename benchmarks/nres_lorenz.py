@@ -20,18 +20,37 @@ benchmarks/results/nres_lorenz.json and nres_lorenz.png.
 
 from __future__ import annotations
 
-import argparse
 import statistics
-import time
 from pathlib import Path
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
-from common import RESULTS, machine, mean_ci95, write
+import estimator_variance
+from common import band_plot, mean_ci95, timed
+from harness import RESULTS, pm, read, script
 
 import lrne
+
+FULL = {
+    "horizon": 2000,
+    "particles": 200,
+    "window": 100,
+    "seeds": 5,
+    "generations": 3000,
+    "every": 25,
+    "threshold": 80.0,
+}
+QUICK = {
+    **FULL,
+    "horizon": 200,
+    "particles": 20,
+    "window": 20,
+    "seeds": 2,
+    "generations": 40,
+    "every": 10,
+}
 
 
 class TBPTTState(NamedTuple):
@@ -91,10 +110,9 @@ def tbptt(task: lrne.tasks.Lorenz, num_particles: int, window: int, optimizer):
     return init, step
 
 
-def methods(task, quick: bool):
+def methods(task, n: int, window: int):
     """name -> (init(key) -> state, step(state, key) -> state, mean(state), steps per update)."""
     horizon = task.horizon
-    n, window = (20, horizon // 10) if quick else (200, 100)
     full_n = max(1, n // 20)
     out = {}
     for name, strategy, particles, w in [
@@ -140,9 +158,8 @@ def runner(task, init, step, mean, every: int):
         jax.block_until_ready(chunk(state, key))  # compile (first seed only)
         losses, seconds, elapsed = [float(loss(state))], [0.0], 0.0
         for k in jax.random.split(key, generations // every):
-            tick = time.perf_counter()
-            state = jax.block_until_ready(chunk(state, k))
-            elapsed += time.perf_counter() - tick
+            state, took = timed(chunk, state, k)
+            elapsed += took
             losses.append(float(loss(state)))
             seconds.append(elapsed)
         return losses, seconds
@@ -164,48 +181,32 @@ def mean_reached(values: list[float | None]) -> float | None:
 
 
 def plot(curves: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for name, curve in curves.items():
-        for ax, x in zip(axes, (curve["unroll_steps"], curve["seconds_mean"]), strict=True):
-            ax.plot(x, curve["loss_mean"], label=name)
-            low = [m - c for m, c in zip(curve["loss_mean"], curve["loss_ci95"], strict=True)]
-            high = [m + c for m, c in zip(curve["loss_mean"], curve["loss_ci95"], strict=True)]
-            ax.fill_between(x, low, high, alpha=0.2)
-    for ax, label in zip(axes, ("inner unroll steps", "wall-clock seconds"), strict=True):
-        ax.set_xlabel(label)
-        ax.set_ylabel("L(θ) (mean over seeds, 95% CI)")
-        ax.set_yscale("log")
-        ax.legend()
-    fig.suptitle("Lorenz parameter fitting (T = 2000)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    panels = [
+        {
+            "lines": [
+                {"x": c[x], "y": c["loss_mean"], "band": c["loss_ci95"], "label": name}
+                for name, c in curves.items()
+            ],
+            "xlabel": label,
+            "ylabel": "L(θ) (mean over seeds, 95% CI)",
+            "yscale": "log",
+        }
+        for x, label in (
+            ("unroll_steps", "inner unroll steps"),
+            ("seconds_mean", "wall-clock seconds"),
+        )
+    ]
+    band_plot(path, panels, title="Lorenz parameter fitting (T = 2000)", size=(11, 4))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="toy size, for CI")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--generations", type=int, default=3000)
-    parser.add_argument("--every", type=int, default=25)
-    parser.add_argument("--threshold", type=float, default=80.0)
-    args = parser.parse_args()
-    if args.quick:
-        task = lrne.tasks.Lorenz(horizon=200)
-        args.seeds, args.generations, args.every = 2, 40, 10
-    else:
-        task = lrne.tasks.Lorenz()
-
+def run(args) -> dict:
+    task = lrne.tasks.Lorenz(horizon=args.horizon)
     curves, final, to_threshold, time_to_threshold = {}, {}, {}, {}
-    for name, (init, step, mean, per_update) in methods(task, args.quick).items():
+    for name, (init, step, mean, per_update) in methods(task, args.particles, args.window).items():
         losses, seconds = [], []
-        run = runner(task, init, step, mean, args.every)
+        run_seed = runner(task, init, step, mean, args.every)
         for seed in range(args.seeds):
-            loss, secs = run(jax.random.key(seed), args.generations)
+            loss, secs = run_seed(jax.random.key(seed), args.generations)
             losses.append(loss)
             seconds.append(secs)
             print(f"{name} seed {seed}: final loss {loss[-1]:.2f} in {secs[-1]:.1f} s")
@@ -225,40 +226,75 @@ def main() -> None:
             first_below(r, s, args.threshold) for r, s in zip(losses, seconds, strict=True)
         ]
         to_threshold[name] = {
-            "mean": statistics.fmean(r for r in reached if r is not None)
-            if any(r is not None for r in reached)
-            else None,
+            "mean": mean_reached(reached),
             "seeds_reached": sum(r is not None for r in reached),
         }
-        time_to_threshold[name] = (
-            statistics.fmean(r for r in reached_s if r is not None)
-            if any(r is not None for r in reached_s)
-            else None
-        )
-
-    name = "nres_lorenz_quick" if args.quick else "nres_lorenz"
-    result = {
+        time_to_threshold[name] = mean_reached(reached_s)
+    if not args.quick:
+        plot(curves, RESULTS / "nres_lorenz.png")
+    return {
         "final_loss": final,
         "steps_to_threshold": to_threshold,
         "seconds_to_threshold": time_to_threshold,
         "threshold": args.threshold,
         "initial_loss": float(task.loss(task.init_params())),
         "curves": curves,
-        "machine": machine(),
         "setup": {
-            "horizon": task.horizon,
-            "seeds": args.seeds,
-            "generations": args.generations,
             "eval_every": args.every,
-            "quick": args.quick,
             "note": "steps = inner unroll steps summed over all particle copies; "
             "steps_to_threshold averages the seeds that reached the threshold",
         },
     }
-    write(name, result)
-    if not args.quick:
-        plot(curves, RESULTS / "nres_lorenz.png")
+
+
+def load(suffix: str = "") -> dict | None:
+    """This benchmark's result and estimator_variance's: the table shows both."""
+    lorenz = read("nres_lorenz" + suffix)
+    return lorenz and {"lorenz": lorenz, "variance": read("estimator_variance" + suffix)}
+
+
+NAMES = {
+    "nres": "NRES (SGD 1e-5)",
+    "pes": "PES (SGD 1e-5)",
+    "tes": "TES (SGD 1e-5)",
+    "full_es": "FullES (N = 10, SGD 3e-5)",
+    "nres_lr3e-5": "NRES at FullES's SGD 3e-5 (not in the paper)",
+    "tbptt": "truncated BPTT (SGD 3e-4)",
+}
+
+
+def table(result: dict) -> str:
+    """Markdown: final loss and the way to the threshold of each method, and the
+    estimator variances (``load``: with estimator_variance's result)."""
+    lorenz, variance = result["lorenz"], result["variance"]
+    setup = lorenz["setup"]
+    lines = [
+        f"**Online ES on Lorenz** (`benchmarks/nres_lorenz.py`, plot "
+        "`benchmarks/results/nres_lorenz.png`): learn (log a, log r), T = "
+        f"{setup['horizon']}, {setup['seeds']} seeds, {setup['generations']} updates each; "
+        "N = 200, W = 100, σ = 0.04 unless noted. L(θ) starts at "
+        f"{lorenz['initial_loss']:.1f}. Steps are inner unroll steps over all particle copies "
+        f"(40,000 per ES update); threshold L = {lorenz['threshold']:g}.",
+        "",
+        "| method | final L (mean ± 95% CI) | steps to threshold | s to threshold | "
+        "estimator variance at θ₀ |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, label in NAMES.items():
+        reach = lorenz["steps_to_threshold"][name]
+        steps = "never" if reach["mean"] is None else f"{reach['mean'] / 1e6:.1f} M"
+        if reach["seeds_reached"] < setup["seeds"]:
+            steps += f" ({reach['seeds_reached']}/{setup['seeds']} seeds)"
+        secs = lorenz["seconds_to_threshold"][name]
+        var = variance["variance"].get(name)
+        lines.append(
+            f"| {label} | {pm(lorenz['final_loss'][name], 1)} | {steps} | "
+            f"{'' if secs is None else f'{secs:.3f}'} | "
+            f"{'' if var is None else f'{var:,.0f}'} |"
+        )
+    lines += ["", f"{estimator_variance.ratio(variance)} Machine: {lorenz['machine']}."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

@@ -22,19 +22,35 @@ mutation window").
 
 from __future__ import annotations
 
-import argparse
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from common import RESULTS, machine, mean_ci95, write
+from common import band_plot, mean_ci95
+from harness import RESULTS, pm, script
 from sklearn.datasets import load_digits
 
 import lrne
 from lrne.ensemble import member_outputs
 
-DENSITIES = (1.0, 0.1, 0.01)
+FULL = {
+    "seeds": 5,
+    "children": 200,
+    "generations": 20,
+    "ensemble": 10,
+    "pretrain_steps": 300,
+    "sigmas": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0],
+    "densities": [1.0, 0.1, 0.01],
+}
+QUICK = {
+    **FULL,
+    "seeds": 2,
+    "children": 16,
+    "generations": 3,
+    "pretrain_steps": 50,
+    "sigmas": [0.03, 0.3, 3.0],
+    "densities": [1.0, 0.1],
+}
 
 
 def splits(seed: int = 0):
@@ -112,55 +128,45 @@ def make_run(task, test, params, density, mask, children, generations, k):
 
 
 def plot(one_generation: dict, pretrained: float, path) -> None:
-    import matplotlib
+    panels = [
+        {
+            "lines": [
+                {
+                    "x": [r["sigma"] for r in rows],
+                    "y": [r[which]["mean"] for r in rows],
+                    "band": [r[which]["ci95"] for r in rows],
+                    "style": "o-",
+                    "label": f"density {density}",
+                }
+                for density, rows in one_generation.items()
+            ],
+            "hlines": [(pretrained, "pretrained", ":")],
+            "xscale": "log",
+            "xlabel": "sigma (× init std)",
+            "ylabel": "test accuracy (mean, 95% CI)",
+            "title": f"one generation: {which.replace('_', ' ')}",
+        }
+        for which in ("best_child", "ensemble")
+    ]
+    band_plot(path, panels, size=(11, 4))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, which in zip(axes, ("best_child", "ensemble"), strict=True):
-        for density, rows in one_generation.items():
-            sigmas = [r["sigma"] for r in rows]
-            mean = [r[which]["mean"] for r in rows]
-            ci = [r[which]["ci95"] for r in rows]
-            ax.errorbar(sigmas, mean, yerr=ci, marker="o", capsize=3, label=f"density {density}")
-        ax.axhline(pretrained, color="k", ls=":", label="pretrained")
-        ax.set_xscale("log")
-        ax.set_xlabel("sigma (× init std)")
-        ax.set_title(f"one generation: {which.replace('_', ' ')}")
-        ax.legend(fontsize=8)
-    axes[0].set_ylabel("test accuracy (mean, 95% CI)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="toy size, for CI")
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--children", type=int, default=200)
-    parser.add_argument("--generations", type=int, default=20)
-    parser.add_argument("--ensemble", type=int, default=10)
-    args = parser.parse_args()
-    sigmas = (0.03, 0.3, 3.0) if args.quick else (0.01, 0.03, 0.1, 0.3, 1.0, 3.0)
-    if args.quick:
-        args.seeds, args.children, args.generations, pretrain_steps = 2, 16, 3, 50
-    else:
-        pretrain_steps = 300
+def run(args) -> dict:
+    sigmas = args.sigmas
     train, val, test = splits()
     model = lrne.nn.MLP((64,), 10)
-    params = pretrain(model, train, pretrain_steps)
+    params = pretrain(model, train, args.pretrain_steps)
     task = lrne.tasks.Classification(model, *val, objective="log_likelihood")
     pretrained = float(accuracy(task.apply(params, test[0]), test[1]))
     print(f"pretrained test accuracy {pretrained:.4f}")
 
     def sweep(generations, configs):
-        table = {}
+        rows_by_name = {}
         for name, density, mask in configs:
-            run = make_run(
+            run_all = make_run(
                 task, test, params, density, mask, args.children, generations, args.ensemble
             )
-            best, ens = run(jnp.asarray(sigmas, jnp.float32), jnp.arange(args.seeds))
+            best, ens = run_all(jnp.asarray(sigmas, jnp.float32), jnp.arange(args.seeds))
             rows = [
                 {
                     "sigma": sigma,
@@ -171,58 +177,75 @@ def main() -> None:
             ]
             for row in rows:
                 print(generations, name, row)
-            table[name] = rows
-        return table
+            rows_by_name[name] = rows
+        return rows_by_name
 
-    densities = DENSITIES[:2] if args.quick else DENSITIES
-    dynamic = [(str(d), d, "dynamic") for d in densities]
+    dynamic = [(str(d), d, "dynamic") for d in args.densities]
     one = sweep(1, dynamic)
     static = ("0.1 static", 0.1, "static")
     # Quick: one multi-generation sweep (each is a compile); dynamic masks ran above.
     many = sweep(args.generations, [static] if args.quick else [*dynamic, static])
 
-    def peak(table, which):
-        return {name: max(rows, key=lambda r: r[which]["mean"]) for name, rows in table.items()}
+    def peak(rows_by_name, which):
+        best = {n: max(rows, key=lambda r: r[which]["mean"]) for n, rows in rows_by_name.items()}
+        return {
+            name: {
+                "sigma": r["sigma"],
+                "ensemble": r["ensemble"]["mean"],
+                "best_child": r["best_child"]["mean"],
+            }
+            for name, r in best.items()
+        }
 
-    result = {
+    if not args.quick:
+        plot(one, pretrained, RESULTS / "subspace_finetune.png")
+    return {
         "pretrained_test_accuracy": pretrained,
         "one_generation": one,
         "generations": many,
-        "best_sigma_one_generation": {
-            name: {
-                "sigma": r["sigma"],
-                "ensemble": r["ensemble"]["mean"],
-                "best_child": r["best_child"]["mean"],
-            }
-            for name, r in peak(one, "ensemble").items()
-        },
-        "best_sigma_generations": {
-            name: {
-                "sigma": r["sigma"],
-                "ensemble": r["ensemble"]["mean"],
-                "best_child": r["best_child"]["mean"],
-            }
-            for name, r in peak(many, "best_child").items()
-        },
-        "machine": machine(),
+        "best_sigma_one_generation": peak(one, "ensemble"),
+        "best_sigma_generations": peak(many, "best_child"),
         "setup": {
             "mlp": [64, 64, 10],
             "split": "digits, 60/20/20 train/val/test, permutation seed 0",
-            "pretrain": f"adam 3e-3, {pretrain_steps} full-batch steps",
+            "pretrain": f"adam 3e-3, {args.pretrain_steps} full-batch steps",
             "selection": "validation mean log-likelihood",
-            "children": args.children,
-            "generations": args.generations,
             "elites_multi_generation": 10,
             "ensemble_k": args.ensemble,
-            "seeds": args.seeds,
-            "sigmas": list(sigmas),
-            "quick": args.quick,
         },
     }
-    write("subspace_finetune_quick" if args.quick else "subspace_finetune", result)
-    if not args.quick:
-        plot(one, pretrained, RESULTS / "subspace_finetune.png")
+
+
+def table(sub: dict) -> str:
+    """Markdown: test accuracy of the best child and the ensemble per density and σ."""
+    setup = sub["setup"]
+    sigmas = setup["sigmas"]
+    lines = [
+        "**Subspace fine-tuning** (`benchmarks/subspace_finetune.py`, plot "
+        "`benchmarks/results/subspace_finetune.png`): digits 8×8, MLP "
+        f"{'→'.join(map(str, setup['mlp']))} pretrained with Adam to test accuracy "
+        f"**{sub['pretrained_test_accuracy']:.3f}**; {setup['children']} children, selection "
+        f"on validation log-likelihood, top-{setup['ensemble_k']} ensemble, "
+        f"{setup['seeds']} seeds (mean ± 95% CI of test accuracy). One generation:",
+    ]
+    header = " | ".join(f"σ = {s:g}" for s in sigmas) + " |"
+    rule = "| --- | " + " | ".join("---:" for _ in sigmas) + " |"
+    for part, label in (("one_generation", "density"), ("generations", "density, mask")):
+        if part == "generations":
+            lines += [
+                "",
+                "(each cell: best child / ensemble). After "
+                f"{setup['generations']} generations (GA, {setup['elites_multi_generation']} "
+                "elites):",
+            ]
+        lines += ["", f"| {label} | {header}", rule]
+        for name, rows in sub[part].items():
+            if part == "generations" and "static" not in name:
+                name = f"{name} dynamic"
+            cells = [f"{pm(r['best_child'])} / {pm(r['ensemble'])}" for r in rows]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join([*lines, "", f"Machine: {sub['machine']}."])
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)
