@@ -14,20 +14,20 @@ mean over 3 seeds; time is the warm wall-clock of one jitted, scanned run.
 
 from __future__ import annotations
 
-import argparse
-import time
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from common import machine, write
+from common import timed
 from evosax.algorithms import Open_ES, SimpleGA
+from harness import script
 
 import lrne
 
 DIM = 100
 SIGMAS = (0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+FULL = {"population": 64, "generations": 500, "seeds": 3}
+QUICK = {"population": 16, "generations": 20, "seeds": 2}
 
 
 def rastrigin(x: jax.Array) -> jax.Array:
@@ -107,47 +107,36 @@ def table(result: dict) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    population, generations, seeds = (16, 20, 2) if args.quick else (64, 500, 3)
+def run(args) -> dict:
+    population, generations = args.population, args.generations
     arms = {
         "lrne_es": lambda s: lrne_run("es", s, population, generations),
         "lrne_ga": lambda s: lrne_run("ga", s, population, generations),
         "evosax_open_es": lambda s: evosax_run("es", s, population, generations),
         "evosax_simple_ga": lambda s: evosax_run("ga", s, population, generations),
     }
-    result = {
-        "machine": machine(),
-        "quick": args.quick,
-        "setup": {
-            "dim": DIM,
-            "population": population,
-            "generations": generations,
-            "seeds": seeds,
-            "sigmas": list(SIGMAS),
-            "start": 2.5,
-            "start_value": float(rastrigin(jnp.full(DIM, 2.5))),
-        },
-        "arms": {},
-    }
+    result: dict = {"arms": {}}
     for arm, build in arms.items():
         sweep = {}
         for sigma in SIGMAS:
-            run = build(sigma)
-            keys = [jax.random.key(seed) for seed in range(seeds)]
-            jax.block_until_ready(run(keys[0]))  # compile
-            values, seconds = [], []
-            for k in keys:
-                start = time.perf_counter()
-                values.append(float(jax.block_until_ready(run(k))))
-                seconds.append(time.perf_counter() - start)
-            sweep[str(sigma)] = {"rastrigin": float(np.mean(values)), "seconds": min(seconds)}
+            run_one = build(sigma)
+            keys = [jax.random.key(seed) for seed in range(args.seeds)]
+            jax.block_until_ready(run_one(keys[0]))  # compile
+            values, seconds = zip(*(timed(run_one, k) for k in keys), strict=True)
+            sweep[str(sigma)] = {
+                "rastrigin": float(np.mean([float(v) for v in values])),
+                "seconds": min(seconds),
+            }
         best = min(sweep, key=lambda s: sweep[s]["rastrigin"])
         result["arms"][arm] = {"sweep": sweep, "best_sigma": float(best), **sweep[best]}
-    write("blackbox_quick" if args.quick else "blackbox", result)
+    result["setup"] = {
+        "dim": DIM,
+        "sigmas": list(SIGMAS),
+        "start": 2.5,
+        "start_value": float(rastrigin(jnp.full(DIM, 2.5))),
+    }
+    return result
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

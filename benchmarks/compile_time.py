@@ -181,7 +181,7 @@ def run(args) -> dict | None:
 
 
 def table(ct: dict) -> str:
-    """Markdown: the first call of a GA and a low-rank ES generation, with and without compaction."""
+    """Markdown: the first call of a GA and an ES generation, with and without compaction."""
     setup, first = ct["setup"], ct["first_call_s"]
     target = goal(TARGETS, "first_call_s/ga_compaction")
     return "\n".join(

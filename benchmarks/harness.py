@@ -20,8 +20,8 @@ It states
   and ``summary(result)`` (derived values that ``TARGETS`` name).
 
 The harness adds the envelope (``machine``, ``quick``, ``setup`` and
-``wall_seconds``, the seconds the run took) and writes
-``results/<name>.json``, ``results/<name>_quick.json`` with ``--quick``.
+``wall_seconds``, the seconds the run took), writes ``results/<name>.json``
+(``results/<name>_quick.json`` with ``--quick``) and prints its table.
 ``python -m benchmarks tables [--check]`` rewrites (checks) the README's
 headline table. Scripts still run as ``python benchmarks/NAME.py [options]``.
 """
@@ -43,9 +43,12 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 README_BLOCKS = {"suite": "suite"}
-"""README.md's ``<!-- NAME:start -->`` ... ``<!-- NAME:end -->`` blocks: the benchmark whose table fills each."""
+"""README.md's blocks ``<!-- NAME:start -->`` ... ``<!-- NAME:end -->``: the benchmark
+whose table fills each."""
 ENVELOPE = ("machine", "quick", "setup", "wall_seconds")
 """The entries the harness adds to every result."""
+running: str | None = None
+"""The benchmark this process runs (set before it is imported)."""
 OPS = {">=": operator.ge, "<=": operator.le, "==": operator.eq}
 
 
@@ -71,6 +74,12 @@ def read(name: str | Path) -> dict | None:
     """``results/NAME.json`` (or the file ``name``), None if it was never written."""
     path = name if isinstance(name, Path) else RESULTS / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def read_each(template: str, keys) -> dict[str, dict]:
+    """``read(template.format(key))`` for each key whose file exists, by key."""
+    results = {key: read(template.format(key)) for key in keys}
+    return {key: result for key, result in results.items() if result is not None}
 
 
 def load(name: str, suffix: str = "") -> Any:
@@ -167,10 +176,20 @@ def readme(check_only: bool) -> int:
     return 0
 
 
+def overridden(defaults: dict, items: list[str]) -> dict:
+    """A copy of ``defaults`` with ``--set key=value`` items applied (each cast to its
+    default's type)."""
+    out = dict(defaults)
+    for item in items:
+        key, value = item.split("=", 1)
+        out[key] = type(out[key])(value)
+    return out
+
+
 def write(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(f"wrote {path.relative_to(ROOT)}")
 
 
 def usage(listing: dict[str, str]) -> str:
@@ -190,17 +209,23 @@ def usage(listing: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def parser_for(name: str, bench: ModuleType) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=f"python -m benchmarks {name}",
-        description=bench.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def _common_options() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument("--quick", action="store_true", help="toy sizes (QUICK), for the tests")
     parser.add_argument(
         "--check", action="store_true", help="hold the committed result to TARGETS (exit 1: missed)"
     )
     parser.add_argument("--table", action="store_true", help="print the committed result's table")
+    return parser
+
+
+def parser_for(name: str, bench: ModuleType) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m benchmarks {name}",
+        description=bench.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[_common_options()],
+    )
     quick = getattr(bench, "QUICK", bench.FULL)
     for key, value in bench.FULL.items():
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -227,14 +252,19 @@ def main(argv: list[str] | None = None) -> int:
     if name not in listing:
         print(f"unknown benchmark {name!r}\n\n{usage(listing)}", file=sys.stderr)
         return 2
+    global running
+    running = name
     bench = module(name)
-    args = parser_for(name, bench).parse_args(rest)
-    suffix = "_quick" if args.quick else ""
-    if args.check:
-        return report(bench, load(name, suffix))
-    if args.table:
-        print(bench.table(load(name, suffix)))
+    # --check and --table read the committed results: the options of a run do not apply.
+    shown, _ = _common_options().parse_known_args(rest)
+    suffix = "_quick" if shown.quick else ""
+    if (shown.check or shown.table) and not {"-h", "--help"} & set(rest):
+        result = load(name, suffix)
+        if shown.check:
+            return report(bench, result)
+        print(bench.table(result) if result else "no committed result")
         return 0
+    args = parser_for(name, bench).parse_args(rest)
     sizes = dict(getattr(bench, "QUICK", bench.FULL) if args.quick else bench.FULL)
     for key in sizes:
         if getattr(args, key, None) is not None:
@@ -248,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     body = bench.run(args)
     if body is None:
         return 0
-    from common import machine  # imports jax: only once a run is over
+    from common import machine  # imports jax: not for --help, --check or --table
 
     result = {
         "machine": machine(),
@@ -258,13 +288,10 @@ def main(argv: list[str] | None = None) -> int:
         "wall_seconds": round(time.perf_counter() - start, 1),
     }
     write(args.output, result)
+    print(bench.table(load(name, suffix)))
     return 0
 
 
 def script(path: str) -> None:
     """``python benchmarks/NAME.py [options]``: the harness runs benchmark NAME."""
     sys.exit(main([Path(path).stem, *sys.argv[1:]]))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -26,7 +26,6 @@ from harness import goal, script
 import lrne
 from lrne.nn.transformer import Transformer
 
-
 FULL = {"population": 64, "sequences_per_member": 16, "context": 64, "repetitions": 15}
 QUICK = {"population": 8, "sequences_per_member": 4, "context": 16, "repetitions": 3}
 TARGETS = {"lm_lowrank_over_plain": (">=", 0.9)}

@@ -30,15 +30,11 @@ feed-forward 128, 3 blocks) where present.
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import time
-
 import jax
 import numpy as np
 import optax
-from common import RESULTS, PeriodicScore, corpus, machine, write
+from common import Snapshots, band_plot, corpus, train_loop
+from harness import RESULTS, overridden, read_each, script
 
 import lrne
 from lrne.callbacks import TimeLimit
@@ -49,6 +45,8 @@ from lrne.saved import run_keys
 MODEL = {"hidden": 16, "num_heads": 2, "ff": 64, "num_blocks": 2}
 CONTEXT = 64
 PROMPT = "ROMEO:"
+FULL = {"minutes": 30.0, "eval_seconds": 60.0, "seed": 0}
+QUICK = {**FULL, "minutes": 0.1, "eval_seconds": 2.0}
 SETTINGS = {
     # From nine 4-minute probes (benchmarks/results/lm_probes/): σ ∈ {0.01, 0.02, 0.05},
     # Adam lr ∈ {0.01, 0.02, 0.03}, population 256-1024 × 1-4 windows, widths 16-64 ×
@@ -94,103 +92,88 @@ def train_es(task, setting: dict, seconds: float, every: float, seed: int):
         decay_steps=setting["decay_steps"] or None,
     ).build(task)
     clock = TimeLimit(seconds)
-    held_out = PeriodicScore(task.eval_loss, lambda state: state.mean, clock, every)
+    held_out = Snapshots(clock, lambda state: state.mean, every, score=task.eval_loss)
     key = run_keys(seed)[0]  # as `lrne train` derives it from run.seed
     result = lrne.run(strategy, task, key, 10**9, callbacks=[clock, held_out])
-    first = result.history[0]["seconds"] if result.history else math.nan
-    return result.state.mean, held_out.rows, first
+    return result.state.mean, held_out
 
 
 def train_adam(task, setting: dict, seconds: float, every: float, seed: int):
     """Backprop on fresh batches of ``task``, the same held-out schedule."""
     optimizer = optax.adam(setting["learning_rate"])
+    tokens = setting["batch_size"] * CONTEXT
 
     @jax.jit
     def step(carry, key):
         params, opt_state = carry
         batch_loss = lambda p: task.loss(p, *task.batch(key))
-        loss, grads = jax.value_and_grad(batch_loss)(params)
+        grads = jax.grad(batch_loss)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), loss
+        return (optax.apply_updates(params, updates), opt_state), {"tokens": tokens}
 
     key_params, key_run = jax.random.split(jax.random.key(seed))
     params = task.init_params(key_params)
     clock = TimeLimit(seconds)
-    held_out = PeriodicScore(task.eval_loss, lambda carry: carry[0], clock, every)
+    held_out = Snapshots(clock, lambda carry: carry[0], every, score=task.eval_loss)
     carry = (params, optimizer.init(params))
     clock.on_start(0, carry)
-    generation, first = 0, math.nan
-    while True:
-        tick = time.perf_counter()
-        carry, loss = step(carry, jax.random.fold_in(key_run, generation))
-        loss.block_until_ready()
-        if generation == 0:
-            first = time.perf_counter() - tick
-        row = {"tokens": setting["batch_size"] * CONTEXT}
-        stop = clock.on_generation(generation, row, carry)
-        held_out.on_generation(generation, row, carry)
-        generation += 1
-        if stop:
-            return carry[0], held_out.rows, first
+    carry = train_loop(step, carry, key_run, held_out)
+    return carry[0], held_out
+
+
+STYLES = {"es": "C0-", "adam": "C1-", "es_40k": "C0-.", "adam_40k": "C1-."}
 
 
 def plot() -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for name, style in (("es", "C0-"), ("adam", "C1-"), ("es_40k", "C0-."), ("adam_40k", "C1-.")):
-        path = RESULTS / f"lm_train_{name}.json"
-        if not path.exists():
-            continue
-        result = json.loads(path.read_text())
-        curve = result["curve"]
-        label = {"es": "lrne low-rank ES", "adam": "backprop (Adam)"}[result["method"]]
-        label += f", {result['model']['params']:,} params"
-        minutes = [r["seconds"] / 60 for r in curve]
-        ax.plot(minutes, [r["score"] for r in curve], style, label=label)
-        reference = result["reference"]
-    ax.axhline(reference["bigram"], color="gray", ls="--", lw=1, label="bigram (held-out)")
-    ax.axhline(reference["unigram"], color="gray", ls=":", lw=1, label="unigram (held-out)")
-    ax.set_xlabel("wall-clock minutes (compiling included, evaluation excluded)")
-    ax.set_ylabel("held-out loss (nats/char)")
-    ax.set_title("Character transformer on tiny Shakespeare, equal wall-clock")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(RESULTS / "lm_train.png", dpi=110)
-    plt.close(fig)
+    runs = load()
+    lines = [
+        {
+            "x": [r["seconds"] / 60 for r in run["curve"]],
+            "y": [r["score"] for r in run["curve"]],
+            "style": STYLES[name],
+            "label": f"{LABELS[run['method']]}, {run['model']['params']:,} params",
+        }
+        for name, run in runs.items()
+    ]
+    reference = next(iter(runs.values()))["reference"]
+    panel = {
+        "lines": lines,
+        "hlines": [
+            (reference["bigram"], "bigram (held-out)", "--"),
+            (reference["unigram"], "unigram (held-out)", ":"),
+        ],
+        "xlabel": "wall-clock minutes (compiling included, evaluation excluded)",
+        "ylabel": "held-out loss (nats/char)",
+        "title": "Character transformer on tiny Shakespeare, equal wall-clock",
+    }
+    band_plot(RESULTS / "lm_train.png", [panel], size=(6.5, 4))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(parser) -> None:
     parser.add_argument("--method", choices=sorted(SETTINGS))
-    parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--eval-seconds", type=float, default=60.0)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--set", nargs="*", default=[], help="setting or MODEL overrides, key=value"
     )
     parser.add_argument("--name", help="output name (default lm_train_<method>)")
     parser.add_argument("--text", help="the corpus (full runs: a tiny Shakespeare copy)")
-    parser.add_argument("--quick", action="store_true", help="seconds-long run on toy text")
     parser.add_argument("--plot", action="store_true", help="draw lm_train.png from the JSONs")
-    args = parser.parse_args()
+
+
+def output(args) -> str:
+    return args.name or f"lm_train_{args.method}"
+
+
+def run(args) -> dict | None:
     if args.plot:
         return plot()
     if args.method is None:
-        parser.error("--method is required unless --plot")
-    setting = dict(SETTINGS[args.method])
-    model_kwargs = dict(MODEL)
-    for item in args.set:
-        name, value = item.split("=", 1)
-        target = model_kwargs if name in MODEL else setting
-        target[name] = type(target[name])(value)
+        raise SystemExit("lm_train: --method is required unless --plot")
+    model_kwargs = overridden(MODEL, [i for i in args.set if i.split("=")[0] in MODEL])
+    setting = overridden(
+        SETTINGS[args.method], [i for i in args.set if i.split("=")[0] not in MODEL]
+    )
     text = corpus(args.quick, args.text)
-    seconds, every = (args.minutes * 60, args.eval_seconds)
     if args.quick:
-        seconds, every = 6.0, 2.0
         model_kwargs["num_blocks"] = 1
         setting = {**setting, "population": 16} if args.method == "es" else setting
     vocab = len(lrne.tasks.LanguageModel.vocabulary(text))
@@ -198,26 +181,73 @@ def main() -> None:
     batch = setting["batch_size"]
     task = lrne.tasks.LanguageModel(model, text, context=CONTEXT, batch_size=batch)
     train = train_es if args.method == "es" else train_adam
-    params, curve, first = train(task, setting, seconds, every, args.seed)
+    seconds = args.minutes * 60
+    params, held_out = train(task, setting, seconds, args.eval_seconds, args.seed)
+    curve = held_out.rows
     sample = task.sample(params, PROMPT, 200, jax.random.key(123))
     print(PROMPT + sample)
     num_params = sum(x.size for x in jax.tree.leaves(task.init_params(jax.random.key(0))))
-    result = {
-        "machine": machine(),
-        "quick": args.quick,
+    return {
         "method": args.method,
         "setting": setting,
         "model": {**model_kwargs, "context": CONTEXT, "vocab": vocab, "params": num_params},
         "seconds": seconds,
-        "first_step_seconds": first,
+        "first_step_seconds": held_out.compile_seconds,
         "reference": entropies(text),
         "final_eval_loss": curve[-1]["score"],
         "best_eval_loss": min(r["score"] for r in curve),
         "curve": curve,
         "sample": PROMPT + sample,
     }
-    write(args.name or f"lm_train_{args.method}" + ("_quick" if args.quick else ""), result)
+
+
+RUNS = ("es", "adam", "es_40k", "adam_40k")
+"""benchmarks/results/lm_train_<name>.json: the default model, then the 40k-param one."""
+LABELS = {"es": "lrne low-rank ES", "adam": "backprop, optax Adam"}
+
+
+def load(suffix: str = "") -> dict:
+    """Every committed run: ``lm_train_<name>.json`` for each of :data:`RUNS` present."""
+    return read_each("lm_train_{}" + suffix, RUNS)
+
+
+def table(runs: dict) -> str:
+    """Markdown: held-out loss of each run, and a sample from each default-size model."""
+    first = next(iter(runs.values()))
+    ref = first["reference"]
+    lines = [
+        f"Context {first['model']['context']}; {first['seconds'] / 60:.0f} minutes of "
+        "wall-clock each (compiling included, held-out scoring excluded). Held-out loss: the "
+        "first 32,768 characters of the last 10% of the text. References on the last 10% with "
+        f"counts from the first 90%: unigram {ref['unigram']:.2f}, bigram {ref['bigram']:.2f} "
+        "nats/char.",
+        "",
+        "| transformer | method | setting | held-out loss at the end | best seen | updates "
+        "| tokens scored |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for run in runs.values():
+        m = run["model"]
+        model = (
+            f"width {m['hidden']}, {m['num_heads']} heads, ff {m['ff']}, {m['num_blocks']} "
+            f"blocks: {m['params']:,} params"
+        )
+        setting = ", ".join(f"{k} {v}" for k, v in run["setting"].items())
+        last = run["curve"][-1]
+        lines.append(
+            f"| {model} | {LABELS[run['method']]} | {setting} | {run['final_eval_loss']:.3f} | "
+            f"{run['best_eval_loss']:.3f} | {last['generation']:,} | {last['steps'] / 1e6:.0f} M |"
+        )
+    for name, run in runs.items():
+        if name.endswith("_40k"):
+            continue
+        params = run["model"]["params"]
+        about = f"{LABELS[run['method']]} model ({params:,} params, temperature 1)"
+        lines += ["", f"200 characters from the {about}:", "", "```text", run["sample"], "```"]
+    machines = sorted({r["machine"] for r in runs.values()})
+    lines += ["", f"Machine: {'; '.join(machines)}."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

@@ -24,10 +24,10 @@ import statistics
 from pathlib import Path
 from typing import NamedTuple
 
+import estimator_variance
 import jax
 import jax.numpy as jnp
 import optax
-import estimator_variance
 from common import band_plot, mean_ci95, timed
 from harness import RESULTS, pm, read, script
 
@@ -248,7 +248,7 @@ def run(args) -> dict:
 
 
 def load(suffix: str = "") -> dict | None:
-    """This benchmark's result and estimator_variance's: the table shows both."""
+    """This benchmark's result and estimator_variance's (if run): the table shows both."""
     lorenz = read("nres_lorenz" + suffix)
     return lorenz and {"lorenz": lorenz, "variance": read("estimator_variance" + suffix)}
 
@@ -266,7 +266,7 @@ NAMES = {
 def table(result: dict) -> str:
     """Markdown: final loss and the way to the threshold of each method, and the
     estimator variances (``load``: with estimator_variance's result)."""
-    lorenz, variance = result["lorenz"], result["variance"]
+    lorenz, variance = result["lorenz"], result["variance"] or {"variance": {}}
     setup = lorenz["setup"]
     lines = [
         f"**Online ES on Lorenz** (`benchmarks/nres_lorenz.py`, plot "
@@ -292,7 +292,8 @@ def table(result: dict) -> str:
             f"{'' if secs is None else f'{secs:.3f}'} | "
             f"{'' if var is None else f'{var:,.0f}'} |"
         )
-    lines += ["", f"{estimator_variance.ratio(variance)} Machine: {lorenz['machine']}."]
+    ratio = estimator_variance.ratio(variance) + " " if "nres_over_pes" in variance else ""
+    lines += ["", f"{ratio}Machine: {lorenz['machine']}."]
     return "\n".join(lines)
 
 

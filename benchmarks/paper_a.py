@@ -7,7 +7,7 @@ truncation GA with elitism. The mutation is σ × each tensor's init std, and
 factorized weight moves far more than a dense one. To compare the arms
 fairly, each gets its own σ:
 
-1. sweep: σ ∈ ``SIGMAS`` per arm, 3 seeds each;
+1. sweep: σ ∈ ``FULL["sigmas"]`` per arm, 3 seeds each;
 2. best: each arm at its best σ (by mean final score), 5 new seeds;
 3. matched: the factorized arm at the σ where its measured std(ΔW)/std(W)
    (one mutation, averaged over its weight matrices) equals the full arm's at
@@ -35,17 +35,16 @@ Writes benchmarks/results/paper_a/<task>.json and <task>.png.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
-from common import RESULTS, corpus, machine, mean_ci95, write, write_config
+from common import band_plot, corpus, mean_ci95, write_config
+from harness import RESULTS, pm, read_each, script
 
 import lrne
 from lrne.saved import run_keys
@@ -126,11 +125,6 @@ def build(task: str, arm: str, quick: bool, text: str = ""):
 
     config = Config.from_dict(sections(task, arm, quick, text))
     return config.task.build(config.model)[0]
-
-
-SIGMAS = (0.003, 0.01, 0.03, 0.1)
-SWEEP_SEEDS = (0, 1, 2)
-FINAL_SEEDS = (10, 11, 12, 13, 14)  # new seeds: the best σ was chosen on the sweep's
 
 
 def weight_leaves(params) -> list:
@@ -308,27 +302,25 @@ def run_task(task_name: str, settings: dict, text: str) -> dict:
 
 
 def plot(task: str, out: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
     curves = {f"{arm} σ={data['sigma']:.3g}": data for arm, data in out["best"].items()}
     curves[f"factorized, matched ΔW σ={out['matched']['sigma']:.3g}"] = out["matched"]
-    for label, data in curves.items():
-        mean, ci = np.asarray(data["curve_mean"]), np.asarray(data["curve_ci95"])
-        sign = -1.0 if task == "lm" else 1.0
-        x = np.arange(1, len(mean) + 1)
-        ax.plot(x, sign * mean, label=label)
-        ax.fill_between(x, sign * (mean - ci), sign * (mean + ci), alpha=0.2)
-    ax.set_xlabel("generation")
-    ax.set_ylabel("best training loss (nats/char)" if task == "lm" else "best training return")
-    ax.set_title(f"{task}: GA at each arm's best σ, mean ± 95% CI")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    sign = -1.0 if task == "lm" else 1.0
+    lines = [
+        {
+            "x": np.arange(1, len(data["curve_mean"]) + 1),
+            "y": sign * np.asarray(data["curve_mean"]),
+            "band": data["curve_ci95"],
+            "label": label,
+        }
+        for label, data in curves.items()
+    ]
+    panel = {
+        "lines": lines,
+        "xlabel": "generation",
+        "ylabel": "best training loss (nats/char)" if task == "lm" else "best training return",
+        "title": f"{task}: GA at each arm's best σ, mean ± 95% CI",
+    }
+    band_plot(path, [panel], size=(5.5, 3.6))
 
 
 def findings(task: str, out: dict) -> dict:
@@ -356,43 +348,132 @@ def findings(task: str, out: dict) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+FULL = {
+    "population": 64,
+    "num_elites": 8,
+    "window": 5,
+    "sigmas": [0.003, 0.01, 0.03, 0.1],
+    "sweep_seeds": [0, 1, 2],
+    "final_seeds": [10, 11, 12, 13, 14],  # new seeds: the best σ was chosen on the sweep's
+    "generations": {"lm": 150, "breakout": 150, "space_invaders": 60, "pendulum_pixels": 40},
+}
+QUICK = {
+    "population": 8,
+    "num_elites": 2,
+    "window": 1,
+    "sigmas": [0.01, 0.1],
+    "sweep_seeds": [0],
+    "final_seeds": [10, 11],
+    "generations": {"lm": 3, "breakout": 3, "space_invaders": 3, "pendulum_pixels": 3},
+}
+
+
+def arguments(parser) -> None:
     parser.add_argument("--task", required=True, choices=TASKS)
-    parser.add_argument("--quick", action="store_true", help="toy size, for CI")
-    args = parser.parse_args()
-    if args.quick:
-        settings = dict(population=8, num_elites=2, window=1, sigmas=(0.01, 0.1))
-        settings |= dict(sweep_seeds=(0,), final_seeds=(10, 11))
-        settings["generations"] = dict(lm=3, breakout=3, space_invaders=3, pendulum_pixels=3)
-    else:
-        settings = dict(population=64, num_elites=8, window=5, sigmas=SIGMAS)
-        settings |= dict(sweep_seeds=SWEEP_SEEDS, final_seeds=FINAL_SEEDS)
-        settings["generations"] = dict(lm=150, breakout=150, space_invaders=60, pendulum_pixels=40)
-    settings["quick"] = args.quick
+
+
+def output(args) -> str:
+    return f"paper_a/{args.task}"
+
+
+def run(args) -> dict:
+    settings = {**args.sizes, "quick": args.quick}
     # The LM's corpus as a file, as a config names it (quick: generated text, so
     # nothing is read outside the repository).
     text = Path(tempfile.mkdtemp()) / "corpus.txt"
-    text.write_text(corpus(args.quick), encoding="utf-8")
-    start = time.perf_counter()
+    text.write_text(corpus(args.quick, None), encoding="utf-8")
     out = run_task(args.task, settings, str(text))
-    result = {
-        "machine": machine(),
+    if not args.quick:
+        plot(args.task, out, RESULTS / "paper_a" / f"{args.task}.png")
+    return {
         "task": args.task,
         "settings": settings,
         **out,
-        "wall_seconds": round(time.perf_counter() - start, 1),
         "note": "final: RL = return of the last generation's top elite on 32 fresh "
         "episodes; LM = minus its held-out loss (nats/char, 32k characters; fresh training "
         "batch each generation). p_vs_*: exact two-sided rank-sum test over the 5 final "
         "seeds. delta_ratio: std(ΔW)/std(W) of one mutation, mean over weight matrices.",
     }
-    name = f"paper_a/{args.task}" + ("_quick" if args.quick else "")
-    (RESULTS / "paper_a").mkdir(parents=True, exist_ok=True)
-    write(name, result)
-    if not args.quick:
-        plot(args.task, out, RESULTS / "paper_a" / f"{args.task}.png")
+
+
+def load(suffix: str = "") -> dict:
+    """Every task's committed result: ``paper_a/<task>.json``."""
+    return read_each("paper_a/{}" + suffix, TASK_LABELS)
+
+
+TASK_LABELS = {
+    "lm": "LM, tiny Shakespeare (−held-out loss, nats/char)",
+    "breakout": "MinAtar Breakout (return)",
+    "space_invaders": "MinAtar SpaceInvaders (return)",
+    "pendulum_pixels": "Pendulum-v1 from pixels (return)",
+}
+FINDINGS = {
+    "factorized_ge_full_at_best_sigmas": "factorized ≥ full, each at its best σ",
+    "factorized_gt_full_significant": "factorized > full, p < 0.05",
+    "full_gt_factorized_significant": "full > factorized, p < 0.05",
+    "full_gt_small": "full > small",
+    "factorized_gt_small_significant": "factorized > small, p < 0.05",
+    "factorized_at_matched_delta_ge_full": "factorized at the full arm's ΔW ≥ full",
+    "factorized_less_time_per_generation_last": "factorized: less time per generation",
+    "factorized_fewer_env_steps_per_generation_last": "factorized: fewer env steps per generation",
+}
+
+
+def table(results: dict) -> str:
+    """Markdown: per task, each arm's σ sweep, its final score at its best σ, and the findings."""
+    s = next(iter(results.values()))["settings"]
+    lines = [
+        f"GA: population {s['population']}, {s['num_elites']} elites. σ sweep "
+        f"{', '.join(f'{x:g}' for x in s['sigmas'])} per arm ({len(s['sweep_seeds'])} seeds, "
+        f"mean final score in the sweep column), then each arm at its best σ on "
+        f"{len(s['final_seeds'])} new seeds (final: mean ± 95% CI; p: exact two-sided rank-sum "
+        "test against the factorized arm, or against full for the matched row). Matched ΔW: "
+        "the factorized arm at the σ where one mutation's std(ΔW)/std(W) equals the full "
+        "arm's at its best σ. Seconds and env steps per generation: the last 5 generations.",
+    ]
+    for task, pa in results.items():
+        arms, best, matched = pa["arms"], pa["best"], pa["matched"]
+        generations = pa["settings"]["generations"][task]
+        lines += [
+            "",
+            f"**{TASK_LABELS[task]}**, {generations} generations, "
+            f"{pa['wall_seconds'] / 60:.0f} min in all:",
+            "",
+            "| arm | params | σ sweep | σ | std(ΔW)/std(W) | final | p | s / gen | "
+            "env steps / gen |",
+            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        rows = [(arm, best[arm], arms[arm]["delta_ratio"][str(best[arm]["sigma"])]) for arm in best]
+        rows.append(("factorized, matched ΔW", matched, matched["delta_ratio"]))
+        p_values = {
+            "factorized": None,
+            "full": best["factorized"]["p_vs_full"],
+            "small": best["factorized"]["p_vs_small"],
+            "factorized, matched ΔW": matched["p_vs_full"],
+        }
+        for arm, row, ratio in rows:
+            sweep = ", ".join(f"{r['final']['mean']:.2f}" for r in pa["sweep"].get(arm, []))
+            p = p_values[arm]
+            p = "" if p is None else f"{p:.3f}"
+            steps = "(tokens)" if task == "lm" else f"{row['env_steps_per_generation_last']:,.0f}"
+            lines.append(
+                f"| {arm} | {arms['factorized' if 'matched' in arm else arm]['num_params']:,} | "
+                f"{sweep} | {row['sigma']:.3g} | {ratio:.3f} | {pm(row['final'])} | {p} | "
+                f"{row['seconds_per_generation_last']:.3f} | {steps} |"
+            )
+        found = [
+            f"{label}: **{'yes' if pa['findings'][key] else 'no'}**"
+            for key, label in FINDINGS.items()
+            if not (task == "lm" and "env_steps" in key)
+        ]
+        lines += ["", f"Findings: {'; '.join(found)}."]
+    machines = sorted({r["machine"] for r in results.values()})
+    missing = [t for t in TASK_LABELS if t not in results]
+    if missing:
+        lines += ["", f"Not run yet at fair settings: {', '.join(missing)}."]
+    lines += ["", f"Machine: {'; '.join(machines)}."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

@@ -16,13 +16,11 @@ Writes ``benchmarks/results/pixel_pendulum_<method>.json``.
 
 from __future__ import annotations
 
-import argparse
-import math
-
 import jax
 import numpy as np
 import optax
-from common import PeriodicScore, machine, write
+from common import Snapshots, mean_ci95
+from harness import goal, overridden, read_each, script
 
 import lrne
 from lrne.callbacks import TimeLimit
@@ -39,6 +37,9 @@ SETTINGS = {
     },
     "ga": {"population": 256, "sigma": 0.1, "episodes": 1, "hidden": 64, "rank": 4},
 }
+FULL = {"minutes": 30.0, "eval_seconds": 60.0, "seed": 0, "size": 32, "final_episodes": 128}
+QUICK = {**FULL, "minutes": 0.1, "eval_seconds": 2.0, "size": 16}
+TARGETS = {"*/final_return": (">=", -400.0)}
 
 
 def build(setting: dict, size: int = 32):
@@ -71,24 +72,21 @@ def episode_returns(task, params, key: jax.Array, episodes: int) -> np.ndarray:
     return np.asarray(fitness)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(parser) -> None:
     parser.add_argument("--method", choices=sorted(SETTINGS), default="es")
-    parser.add_argument("--minutes", type=float, default=30.0)
-    parser.add_argument("--eval-seconds", type=float, default=60.0)
-    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", nargs="*", default=[], help="setting overrides, key=value")
     parser.add_argument("--name", default=None, help="output name (default by method)")
-    parser.add_argument("--quick", action="store_true", help="seconds-long run, 16×16 pixels")
-    args = parser.parse_args()
-    setting = dict(SETTINGS[args.method])
-    for item in args.set:
-        name, value = item.split("=", 1)
-        setting[name] = type(setting[name])(value)
-    seconds, every, size = args.minutes * 60, args.eval_seconds, 32
+
+
+def output(args) -> str:
+    return args.name or f"pixel_pendulum_{args.method}"
+
+
+def run(args) -> dict:
+    setting = overridden(SETTINGS[args.method], args.set)
     if args.quick:
-        seconds, every, size = 6.0, 2.0, 16
         setting["population"] = 16
+    seconds, size = args.minutes * 60, args.size
     task = build(setting, size)
     answer = (
         (lambda s: s.mean)
@@ -97,7 +95,7 @@ def main() -> None:
     )
     fresh = lambda params: task.fresh_fitness(jax.random.key(99), params, 32)
     clock = TimeLimit(seconds)
-    scores = PeriodicScore(fresh, answer, clock, every)
+    scores = Snapshots(clock, answer, args.eval_seconds, score=fresh)
     result = lrne.run(
         strategy_for(args.method, setting),
         task,
@@ -105,25 +103,47 @@ def main() -> None:
         10**9,
         callbacks=[clock, scores],
     )
-    final_params = answer(result.state)
-    final = episode_returns(task, final_params, jax.random.key(1000), 128)
-    out = {
-        "machine": machine(),
-        "quick": args.quick,
+    final = episode_returns(task, answer(result.state), jax.random.key(1000), args.final_episodes)
+    final = mean_ci95(final.tolist())
+    return {
         "method": args.method,
         "setting": setting,
         "image": f"{size}x{size}, 2 frames",
         "seconds": seconds,
         "generations": result.generation,
-        "first_generation_seconds": result.history[0]["seconds"],
-        "final_return": float(np.mean(final)),
-        "final_return_ci95": float(1.96 * final.std(ddof=1) / math.sqrt(len(final))),
-        "final_episodes": 128,
+        "first_generation_seconds": scores.compile_seconds,
+        "final_return": final["mean"],
+        "final_return_ci95": final["ci95"],
+        "final_episodes": args.final_episodes,
         "best_curve_return": max(r["score"] for r in scores.rows),
         "curve": scores.rows,
     }
-    write(args.name or f"pixel_pendulum_{args.method}" + ("_quick" if args.quick else ""), out)
+
+
+def load(suffix: str = "") -> dict:
+    """Every method's committed run: ``pixel_pendulum_<method>.json``."""
+    return read_each("pixel_pendulum_{}" + suffix, SETTINGS)
+
+
+def table(runs: dict) -> str:
+    """Markdown: each run's final answer and best snapshot, against the target."""
+    lines = [
+        "| method | setting | image | minutes | generations | final return | best snapshot "
+        "| target |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for run in runs.values():
+        setting = ", ".join(f"{k} {v}" for k, v in run["setting"].items())
+        lines.append(
+            f"| {run['method']} | {setting} | {run['image']} | {run['seconds'] / 60:.0f} | "
+            f"{run['generations']:,} | {run['final_return']:.1f} ± "
+            f"{run['final_return_ci95']:.1f} | {run['best_curve_return']:.1f} | "
+            f"{goal(TARGETS, '*/final_return')} |"
+        )
+    machines = sorted({run["machine"] for run in runs.values()})
+    lines += ["", f"Final return: fresh episodes, mean ± 95% CI. Machine: {'; '.join(machines)}."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

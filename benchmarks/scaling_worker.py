@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import time
 
 import jax
 
@@ -35,6 +34,7 @@ def main() -> None:
             process_id=args.process_id,
         )
     import numpy as np
+    from common import timed
     from scaling import process_strategy
 
     from lrne.distributed import population_mesh, replicate, sharded_generation_step
@@ -44,14 +44,11 @@ def main() -> None:
     state = replicate(strategy.init(jax.random.key(1), task.init_params(jax.random.key(0))), mesh)
     step = jax.jit(sharded_generation_step(strategy, task, size, mesh))
     keys = jax.random.split(jax.random.key(3), args.generations + 1)
-    tick = time.perf_counter()
-    state, _ = jax.block_until_ready(step(state, keys[0]))
-    first = time.perf_counter() - tick
+    (state, _), first = timed(step, state, keys[0])
     seconds = []
     for k in keys[1:]:
-        tick = time.perf_counter()
-        state, _ = jax.block_until_ready(step(state, k))
-        seconds.append(time.perf_counter() - tick)
+        (state, _), took = timed(step, state, k)
+        seconds.append(took)
     digest = hashlib.sha256()
     for leaf in jax.tree.leaves(state):
         if not jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):

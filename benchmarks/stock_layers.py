@@ -17,16 +17,16 @@ The first-generation time of the stock transformer against lrne's own is in
 
 from __future__ import annotations
 
-import argparse
-import time
-
 import jax
 import jax.numpy as jnp
 import optax
-from common import machine, write
 from flax import linen as nn
+from harness import script
 
 import lrne
+
+FULL = {"width": 128, "blocks": 2, "population": 256, "context": 64}
+QUICK = {**FULL, "width": 32, "population": 16}
 
 
 class StockBlock(nn.Module):
@@ -74,10 +74,10 @@ def task_for(model: nn.Module, vocab: int, length: int) -> lrne.tasks.Task:
     return NextToken()
 
 
-def memory(width: int, population: int, noise_rank: int) -> dict:
-    model = StockTransformer(vocab=65, width=width)
-    task = task_for(model, 65, 64)
-    strategy = lrne.es(population, 0.01, optax.adam(1e-3), noise_rank=noise_rank)
+def memory(args, noise_rank: int) -> dict:
+    model = StockTransformer(vocab=65, width=args.width, blocks=args.blocks)
+    task = task_for(model, 65, args.context)
+    strategy = lrne.es(args.population, 0.01, optax.adam(1e-3), noise_rank=noise_rank)
     state = strategy.init(jax.random.key(0), task.init_params(jax.random.key(0)))
     members = strategy.ask(jax.random.key(1), state)[0].members["perturb"]
     total = sum(x.nbytes for x in jax.tree.leaves(members))
@@ -111,22 +111,12 @@ def table(result: dict) -> str:
     return "\n".join(rows)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    width, population = (32, 16) if args.quick else (128, 256)
-    started = time.perf_counter()
-    result = {
-        "machine": machine(),
-        "quick": args.quick,
-        "setup": {"width": width, "blocks": 2, "population": population, "context": 64},
-        "lowrank": memory(width, population, 1),
-        "dense_noise": memory(width, population, 0),
+def run(args) -> dict:
+    return {
+        "lowrank": memory(args, noise_rank=1),
+        "dense_noise": memory(args, noise_rank=0),
     }
-    result["seconds"] = time.perf_counter() - started
-    write("stock_layers_quick" if args.quick else "stock_layers", result)
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

@@ -38,11 +38,8 @@ Writes ``benchmarks/results/suite/<env>.json`` and ``<env>.png``.
 
 from __future__ import annotations
 
-import argparse
 import functools
-import json
 import math
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -51,7 +48,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from common import RESULTS, machine, mean_ci95, write, write_config
+from common import Snapshots, band_plot, mean_ci95, train_loop, write_config
+from harness import RESULTS, pm, read, read_each, script
 
 import lrne
 from lrne.callbacks import TimeLimit
@@ -91,45 +89,19 @@ SWEEP: dict[str, list[dict[str, float]]] = {
     "lrne_ga": [{"sigma": s, "population": p} for s in (0.1, 0.3) for p in (128, 512)],
 }
 METHODS = ("lrne_es", "lrne_ga", "openes", "ppo")
-
-
-class Trace(NamedTuple):
-    """One training run: snapshot times (s since start), env steps then, policies."""
-
-    seconds: list[float]
-    env_steps: list[int]
-    policies: list[Any]
-    compile_seconds: float
-    updates: int
-
-
-class Snapshots(lrne.Callback):
-    """Keeps a host copy of ``policy(state)`` at growing gaps and at the end.
-
-    The gap after a snapshot at t seconds is 0.25·t, at least 0.5 s and at
-    most ``interval``: dense early, where the fast methods reach a threshold.
-    """
-
-    def __init__(self, clock: TimeLimit, policy: Callable[[Any], Any], interval: float) -> None:
-        self.clock, self.policy, self.interval = clock, policy, interval
-        self.trace = Trace([], [], [], math.nan, 0)
-        self.steps = 0
-
-    def on_generation(self, generation: int, row: dict, state: Any) -> None:
-        self.steps += int(row.get("env_steps", 0))
-        if generation == 0:
-            self.trace = self.trace._replace(compile_seconds=row["seconds"])
-        self.trace = self.trace._replace(updates=generation + 1)
-        last = self.trace.seconds[-1] if self.trace.seconds else 0.0
-        gap = min(self.interval, max(0.5, 0.25 * last))
-        done = self.clock.elapsed >= self.clock.seconds
-        if done or self.clock.elapsed - last >= gap:
-            self.keep(self.clock.elapsed, state)
-
-    def keep(self, elapsed: float, state: Any) -> None:
-        self.trace.seconds.append(elapsed)
-        self.trace.env_steps.append(self.steps)
-        self.trace.policies.append(jax.device_get(self.policy(state)))
+FULL = {
+    "seconds": 180.0,
+    "sweep_seconds": 30.0,
+    "snapshot_seconds": 10.0,
+    "seeds": 3,
+    "episodes": 128,
+}
+QUICK = {"seconds": 4.0, "sweep_seconds": 2.0, "snapshot_seconds": 1.0, "seeds": 1, "episodes": 8}
+TARGETS = {
+    # by the mean final return, the better lrne method against each baseline
+    "envs_lrne_below_openes": ("<=", 0),
+    "envs_lrne_ge_ppo": (">=", 4),
+}
 
 
 def lrne_config(method: str, env_id: str, setting: dict, seed: int, seconds: float):
@@ -182,10 +154,10 @@ def train_lrne(method: str, env_id: str, setting: dict, seed: int, seconds: floa
     # ES: the mean. GA: the top elite of the latest generation (elites are
     # re-scored every generation; the best-ever member is the luckiest episode).
     answer = (lambda s: s.mean) if method == "lrne_es" else (lambda s: _first(s.elites))
-    snapshots = Snapshots(clock, answer, snap)
+    snapshots = Snapshots(clock, answer, snap, growing=True)
     key = run_keys(config.run.seed)[0]  # the key `lrne train` derives from the seed
     lrne.run(strategy, task, key, config.run.generations, callbacks=[clock, snapshots])
-    return snapshots.trace, task
+    return snapshots, task
 
 
 def _first(tree: Any) -> Any:
@@ -210,7 +182,7 @@ def openes_step(task: Gymnax, setting: dict):
         population, state = algorithm.ask(key_ask, state, algorithm.default_params)
         fitness, metrics = task.evaluate(key_eval, Population({}, population))
         state, _ = algorithm.tell(key_tell, population, -fitness, state, algorithm.default_params)
-        return state, metrics["env_steps"]
+        return state, {"env_steps": metrics["env_steps"]}
 
     return algorithm, step
 
@@ -224,23 +196,9 @@ def train_openes(env_id: str, setting: dict, seed: int, seconds: float, snap: fl
     clock = TimeLimit(seconds)
     clock.on_start(0, None)
     state = algorithm.init(key_init, task.init_params(key_params), algorithm.default_params)
-    mean = lambda state: algorithm._unravel_solution(state.mean)
-    return _timed_loop(step, state, key_run, Snapshots(clock, mean, snap)), task
-
-
-def _timed_loop(step, state, key: jax.Array, snapshots: Snapshots) -> Trace:
-    """Call ``step(state, key_g) -> (state, env_steps)`` until ``snapshots.clock`` runs out,
-    as :func:`lrne.run` would with the same callbacks (the clock started by the caller)."""
-    generation = 0
-    while True:
-        tick = time.perf_counter()
-        state, env_steps = step(state, jax.random.fold_in(key, generation))
-        row = {"env_steps": int(env_steps), "seconds": time.perf_counter() - tick}  # blocks
-        stop = snapshots.clock.on_generation(generation, row, state)
-        snapshots.on_generation(generation, row, state)
-        generation += 1
-        if stop:
-            return snapshots.trace
+    snapshots = Snapshots(clock, lambda s: algorithm._unravel_solution(s.mean), snap, growing=True)
+    train_loop(step, state, key_run, snapshots)
+    return snapshots, task
 
 
 class FiveTuple:
@@ -294,7 +252,7 @@ def ppo_algorithm(env_id: str):
     return algo.replace(eval_callback=lambda algo, ts, rng: jnp.zeros(()))
 
 
-def train_ppo(env_id: str, seed: int, seconds: float, snap: float) -> Trace:
+def train_ppo(env_id: str, seed: int, seconds: float, snap: float) -> Snapshots:
     algo = ppo_algorithm(env_id)
     train = jax.jit(lambda ts: algo.train(train_state=ts)[0])  # new: this run compiles
     clock = TimeLimit(seconds)
@@ -302,9 +260,11 @@ def train_ppo(env_id: str, seed: int, seconds: float, snap: float) -> Trace:
     ts = algo.init_state(jax.random.key(seed))
 
     def step(ts, key):
-        return train(ts), PPO_CHUNK
+        return train(ts), {"env_steps": PPO_CHUNK}
 
-    return _timed_loop(step, ts, jax.random.key(seed), Snapshots(clock, lambda ts: ts, snap))
+    snapshots = Snapshots(clock, lambda ts: ts, snap, growing=True)
+    train_loop(step, ts, jax.random.key(seed), snapshots)
+    return snapshots
 
 
 @functools.cache
@@ -363,14 +323,14 @@ def _returns(act: Callable, env_id: str, episodes: int):
 
 
 def train(method: str, env_id: str, setting: dict, seed: int, seconds: float, snap: float):
-    """(trace, act) for one run; ``act(policy, obs)`` is the method's deterministic action."""
+    """(snapshots, act) for one run; ``act(policy, obs)`` is the method's deterministic action."""
     if method == "ppo":
         return train_ppo(env_id, seed, seconds, snap), ppo_action(env_id)
     if method == "openes":
-        trace, task = train_openes(env_id, setting, seed, seconds, snap)
+        snapshots, task = train_openes(env_id, setting, seed, seconds, snap)
     else:
-        trace, task = train_lrne(method, env_id, setting, seed, seconds, snap)
-    return trace, _task_action(task)
+        snapshots, task = train_lrne(method, env_id, setting, seed, seconds, snap)
+    return snapshots, _task_action(task)
 
 
 _ACTIONS: dict = {}
@@ -383,37 +343,39 @@ def _task_action(task: Gymnax) -> Callable:
     return _ACTIONS[id(task)][1]
 
 
-def score(act, env_id: str, trace: Trace, seed: int, episodes: int, threshold: float) -> dict:
+def score(act, env_id: str, snapshots: Snapshots, seed: int, episodes: int) -> dict:
     """The curve (32 episodes per snapshot) and the final policy on ``episodes`` episodes."""
     key = jax.random.key(10_000 + seed)
     curve = [
         float(returns(act, env_id, p, jax.random.fold_in(key, i), CURVE_EPISODES).mean())
-        for i, p in enumerate(trace.policies)
+        for i, p in enumerate(snapshots.policies)
     ]
-    final = returns(act, env_id, trace.policies[-1], jax.random.fold_in(key, 10**6), episodes)
-    reached = [t for t, r in zip(trace.seconds, curve, strict=True) if r >= threshold]
+    final = returns(act, env_id, snapshots.policies[-1], jax.random.fold_in(key, 10**6), episodes)
+    final = mean_ci95(final.tolist())
+    seconds = [row["seconds"] for row in snapshots.rows]
+    reached = [t for t, r in zip(seconds, curve, strict=True) if r >= ENVS[env_id].threshold]
     return {
         "seed": seed,
-        "final_return": float(final.mean()),
-        "final_return_ci95": float(1.96 * final.std(ddof=1) / math.sqrt(len(final))),
+        "final_return": final["mean"],
+        "final_return_ci95": final["ci95"],
         "seconds_to_threshold": reached[0] if reached else None,
-        "train_seconds": trace.seconds[-1],
-        "compile_seconds": trace.compile_seconds,
-        "env_steps": trace.env_steps[-1],
-        "updates": trace.updates,
-        "curve_seconds": [round(t, 2) for t in trace.seconds],
-        "curve_env_steps": trace.env_steps,
+        "train_seconds": seconds[-1],
+        "compile_seconds": snapshots.compile_seconds,
+        "env_steps": snapshots.steps,
+        "updates": snapshots.generations,
+        "curve_seconds": seconds,
+        "curve_env_steps": [row["steps"] for row in snapshots.rows],
         "curve_return": curve,
     }
 
 
-def sweep(method: str, env_id: str, seconds: float, snap: float, episodes: int) -> dict:
-    """Each setting of ``SWEEP[method]`` for ``seconds``, seed 100: the best by fresh return,
+def sweep(method: str, env_id: str, grid: list[dict], seconds: float, snap: float) -> dict:
+    """Each setting of ``grid`` for ``seconds``, seed 100: the best by fresh return,
     ties broken by the earlier time to the threshold."""
     rows = []
-    for setting in SWEEP[method]:
-        trace, act = train(method, env_id, setting, 100, seconds, snap)
-        scored = score(act, env_id, trace, 100, episodes, ENVS[env_id].threshold)
+    for setting in grid:
+        snapshots, act = train(method, env_id, setting, 100, seconds, snap)
+        scored = score(act, env_id, snapshots, 100, CURVE_EPISODES)
         keep = ("final_return", "seconds_to_threshold", "env_steps")
         rows.append({**setting, **{k: scored[k] for k in keep}})
         print(f"  sweep {method} {setting}: {scored['final_return']:.1f}", flush=True)
@@ -423,52 +385,42 @@ def sweep(method: str, env_id: str, seconds: float, snap: float, episodes: int) 
 
 
 def plot(env_id: str, result: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for method, data in result["methods"].items():
-        for i, run in enumerate(data["runs"]):
-            ax.plot(
-                run["curve_seconds"],
-                run["curve_return"],
-                color=f"C{METHODS.index(method)}",
-                alpha=0.8,
-                label=method if i == 0 else None,
-            )
-    ax.axhline(ENVS[env_id].threshold, color="gray", ls=":", lw=1, label="threshold")
-    ax.set_xlabel("wall-clock seconds (compiling included)")
-    ax.set_ylabel(f"return ({CURVE_EPISODES} fresh episodes)")
-    ax.set_title(f"{env_id}: equal wall-clock, {len(data['runs'])} seeds")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    lines = [
+        {
+            "x": run["curve_seconds"],
+            "y": run["curve_return"],
+            "color": f"C{METHODS.index(method)}",
+            "alpha": 0.8,
+            "label": method if i == 0 else None,
+        }
+        for method, data in result["methods"].items()
+        for i, run in enumerate(data["runs"])
+    ]
+    panel = {
+        "lines": lines,
+        "hlines": [(ENVS[env_id].threshold, "threshold", ":")],
+        "xlabel": "wall-clock seconds (compiling included)",
+        "ylabel": f"return ({CURVE_EPISODES} fresh episodes)",
+        "title": f"{env_id}: equal wall-clock, {result['seeds']} seeds",
+    }
+    band_plot(path, [panel])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env", required=True, choices=sorted(ENVS))
-    parser.add_argument("--seconds", type=float, default=180.0)
-    parser.add_argument("--sweep-seconds", type=float, default=30.0)
-    parser.add_argument("--snapshot-seconds", type=float, default=10.0)
-    parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--episodes", type=int, default=128)
+def arguments(parser) -> None:
+    parser.add_argument("--env", choices=sorted(ENVS), help="the env to run (required)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    parser.add_argument("--quick", action="store_true", help="seconds-long runs (tests)")
-    args = parser.parse_args()
-    if args.quick:
-        args.seconds, args.sweep_seconds, args.snapshot_seconds = 4.0, 2.0, 1.0
-        args.seeds, args.episodes = 1, 8
-        for method in SWEEP:
-            SWEEP[method] = SWEEP[method][:1]
+
+
+def output(args) -> str:
+    if args.env is None:
+        raise SystemExit("suite: --env is required")
+    return f"suite/{args.env}"
+
+
+def run(args) -> dict:
     spec = ENVS[args.env]
     result: dict[str, Any] = {
-        "machine": machine(),
         "env": args.env,
-        "quick": args.quick,
         "seconds": args.seconds,
         "seeds": args.seeds,
         "episodes": args.episodes,
@@ -482,8 +434,9 @@ def main() -> None:
         entry: dict[str, Any] = {}
         setting: dict = {}
         if method in SWEEP:
+            grid = SWEEP[method][:1] if args.quick else SWEEP[method]
             entry["sweep"] = sweep(
-                method, args.env, args.sweep_seconds, args.snapshot_seconds, CURVE_EPISODES
+                method, args.env, grid, args.sweep_seconds, args.snapshot_seconds
             )
             setting = entry["sweep"]["best"]
         entry["setting"] = setting or "rejax PPO defaults"
@@ -496,8 +449,10 @@ def main() -> None:
             )
         runs = []
         for seed in range(args.seeds):
-            trace, act = train(method, args.env, setting, seed, args.seconds, args.snapshot_seconds)
-            runs.append(score(act, args.env, trace, seed, args.episodes, spec.threshold))
+            snapshots, act = train(
+                method, args.env, setting, seed, args.seconds, args.snapshot_seconds
+            )
+            runs.append(score(act, args.env, snapshots, seed, args.episodes))
             print(f"  seed {seed}: {runs[-1]['final_return']:.1f}", flush=True)
         entry["runs"] = runs
         entry["final_return"] = mean_ci95([r["final_return"] for r in runs])
@@ -506,18 +461,102 @@ def main() -> None:
         entry["median_seconds_to_threshold"] = float(np.median(reached)) if reached else None
         entry["env_steps"] = float(np.mean([r["env_steps"] for r in runs]))
         result["methods"][method] = entry
-    name = args.env + ("_quick" if args.quick else "")
-    SUITE.mkdir(parents=True, exist_ok=True)
-    path = SUITE / f"{name}.json"
-    if path.exists() and set(args.methods) != set(METHODS):
+    earlier = read(args.output)
+    if earlier is not None and set(args.methods) != set(METHODS):
         # A rerun of some methods: keep the others' runs from the earlier file.
-        earlier = json.loads(path.read_text())
-        result["methods"] = {**earlier["methods"], **result["methods"]}
-        result["methods"] = {m: result["methods"][m] for m in METHODS if m in result["methods"]}
-    write(f"suite/{name}", result)
+        methods = {**earlier["methods"], **result["methods"]}
+        result["methods"] = {m: methods[m] for m in METHODS if m in methods}
     if not args.quick:
         plot(args.env, result, SUITE / f"{args.env}.png")
+    return result
+
+
+def load(suffix: str = "") -> dict:
+    """Every env's committed result: ``suite/<env>.json``, in :data:`ENVS` order."""
+    return read_each("suite/{}" + suffix, ENVS)
+
+
+LABELS = {
+    "lrne_es": "lrne low-rank ES",
+    "lrne_ga": "lrne factorized GA",
+    "openes": "evosax Open_ES",
+    "ppo": "rejax PPO",
+}
+
+
+def gaps(result: dict) -> dict[str, float] | None:
+    """The better lrne method's mean final return minus each baseline's; None until all ran."""
+    means = {m: e["final_return"]["mean"] for m, e in result["methods"].items()}
+    if set(means) != set(METHODS):
+        return None
+    best = max(means["lrne_es"], means["lrne_ga"])
+    return {other: best - means[other] for other in ("openes", "ppo")}
+
+
+def summary(results: dict) -> dict:
+    """How many envs run in full the better lrne method is below Open_ES on, and at least PPO on."""
+    full = [g for g in map(gaps, results.values()) if g is not None]
+    return {
+        "envs_run": len(full),
+        "envs_lrne_below_openes": sum(g["openes"] < 0 for g in full),
+        "envs_lrne_ge_ppo": sum(g["ppo"] >= 0 for g in full),
+    }
+
+
+def table(results: dict) -> str:
+    """The equal-wall-clock suite, env × method: README.md's headline table."""
+    any_result = next(iter(results.values()))
+    minutes = any_result["seconds"] / 60
+    lines = [
+        f"Each method trains for the same wall-clock ({minutes:g} min, compiling included) "
+        f"on the same network ({any_result['network']}), {any_result['seeds']} seeds; the "
+        f"final policy is scored on {any_result['episodes']} fresh episodes (mean over seeds "
+        "± 95% CI over seeds). Time to threshold: median over the seeds that reached it "
+        "(k/n seeds), from snapshots at growing gaps (a quarter of the time so far, 0.5 s to "
+        "10 s) scored off the clock on 32 episodes; the clock starts before compiling. "
+        "Settings: the best of a σ × population sweep (30 s each, one seed) for the three "
+        "evolutionary methods (`sweep` in each JSON); rejax PPO defaults.",
+        "",
+        "| env (threshold) | " + " | ".join(LABELS.values()) + " | best lrne vs Open_ES / PPO |",
+        "| --- | " + " | ".join("---:" for _ in LABELS) + " | --- |",
+    ]
+    for env in ENVS:
+        if env not in results:
+            lines.append(f"| {env} | " + " | ".join("not run yet" for _ in LABELS) + " | |")
+            continue
+        result = results[env]
+        cells = []
+        for method in LABELS:
+            entry = result["methods"].get(method)
+            if entry is None:
+                cells.append("not run yet")
+                continue
+            cell = pm(entry["final_return"], 1)
+            reached, seeds = entry["seeds_reaching_threshold"], len(entry["runs"])
+            if reached:
+                cell += f"<br>{entry['median_seconds_to_threshold']:.0f} s ({reached}/{seeds})"
+            cell += f"<br>{entry['env_steps'] / 1e6:.1f} M steps"
+            cells.append(cell)
+        gap = gaps(result)
+        if gap is None:  # some methods run so far (`--methods`): no verdict yet
+            cells.append(f"{len(result['methods'])} of {len(LABELS)} methods run")
+        else:
+            cells.append(" / ".join(f"{'≥' if g >= 0 else '<'} ({g:+.1f})" for g in gap.values()))
+        lines.append(f"| {env} ({result['threshold']:g}) | " + " | ".join(cells) + " |")
+    counts = summary(results)
+    n = counts["envs_run"]
+    machines = sorted({r["machine"] for r in results.values()})
+    lines += [
+        "",
+        f"By the mean final return, the better lrne method is ≥ evosax Open_ES on "
+        f"**{n - counts['envs_lrne_below_openes']}/{n}** envs run in full (target: every env) "
+        f"and ≥ rejax PPO on **{counts['envs_lrne_ge_ppo']}/{n}** (target: "
+        f"{TARGETS['envs_lrne_ge_ppo'][1]} of the {len(ENVS)}).",
+        "",
+        f"Machine: {'; '.join(machines)}.",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    main()
+    script(__file__)

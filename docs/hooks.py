@@ -2,10 +2,10 @@
 
 In a page's Markdown:
 
-- ``<!-- table: name -->`` becomes a benchmark table rendered from
-  ``benchmarks/results/*.json`` by ``benchmarks/tables.py`` (the names in
-  ``TABLES``; the same renderers write the README's headline table), or by
-  ``table(result)`` of ``benchmarks/NAME.py``;
+- ``<!-- table: name -->`` becomes a benchmark table: ``table(result)`` of
+  ``benchmarks/NAME.py`` on its committed ``benchmarks/results/`` (``TABLES``:
+  the marker names, each to its benchmark; the suite's also writes the
+  README's headline table);
 - ``<!-- cli -->`` becomes the help of ``lrne`` and of each of its commands,
   from the argument parser of ``lrne.cli``;
 - ``<!-- exports: lrne -->`` becomes the list of a package's ``__all__``, each
@@ -18,9 +18,8 @@ The PNG plots under ``benchmarks/results/`` are copied into the site under
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
-import importlib.util
-import json
 import os
 import re
 import sys
@@ -34,50 +33,44 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 MARKER = re.compile(r"<!--\s*(table|cli|exports)\s*:?\s*(.*?)\s*-->")
 
-# `<!-- table: name -->` -> the benchmarks/tables.py renderer and the results it reads.
+# `<!-- table: name -->` -> the benchmark (benchmarks/NAME.py) whose `table` fills it:
+# the benchmark of that name, but for three markers.
 TABLES = {
-    # speed and memory (docs/benchmarks.md, docs/how-it-is-fast.md)
-    "ga_vs_evosax": lambda t: "\n".join(t._ga_lines(t._load("ga_vs_evosax"))),
-    "early_exit": lambda t: "\n".join(t._early_exit_lines(t._load("early_exit"))),
-    "es_throughput": lambda t: "\n".join(t._es_lines(t._load("es_throughput"))),
-    "es_memory": lambda t: "\n".join(t._es_memory_lines(t._load("es_memory"))),
-    "lm_throughput": lambda t: "\n".join(t._lm_lines(t._load("lm_throughput"))),
-    "scaling": lambda t: "\n".join(t._scaling_lines(t._load("scaling"))),
-    "floor": lambda t: "\n".join(t._floor_lines()),
-    "compile_time": lambda t: "\n".join(t._compile_lines()),
-    "hyperscale": lambda t: "\n".join(t._hyperscale_lines()),
-    # learning results (docs/results.md and the paper pages)
-    "suite": lambda t: t.render_suite(),
-    "lm_train": lambda t: t.render_lm(),
-    "paper_a_fair": lambda t: t.render_paper_a_fair(),
-    "online": lambda t: "\n".join(
-        t._online_lines(t._load("nres_lorenz"), t._load("estimator_variance"))
-    ),
-    "subspace": lambda t: "\n".join(t._subspace_lines(t._load("subspace_finetune"))),
-    "correspondence": lambda t: "\n".join(t._correspondence_lines(t._load("correspondence"))),
-}
-
-
-def _tables() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "lrne_bench_tables", ROOT / "benchmarks" / "tables.py"
+    name: name
+    for name in (
+        # speed and memory (docs/benchmarks.md, how-it-is-fast.md, scaling.md, layers.md)
+        "ga_vs_evosax",
+        "early_exit",
+        "es_throughput",
+        "es_memory",
+        "lm_throughput",
+        "scaling",
+        "floor",
+        "compile_time",
+        "hyperscale",
+        "stock_layers",
+        "blackbox",
+        # learning results (docs/results.md and the paper pages)
+        "suite",
+        "lm_train",
+        "correspondence",
     )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+} | {"paper_a_fair": "paper_a", "online": "nres_lorenz", "subspace": "subspace_finetune"}
+
+
+def _harness() -> ModuleType:
+    """benchmarks/harness.py, imported as the benchmarks import it."""
+    folder = str(ROOT / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module("harness")
 
 
 def benchmark_table(name: str) -> str:
-    """``benchmarks/NAME.py``'s ``table(result)`` of ``benchmarks/results/NAME.json``."""
-    script, result = ROOT / "benchmarks" / f"{name}.py", RESULTS / f"{name}.json"
-    if not (script.exists() and result.exists()):
-        raise PluginError(f"docs: unknown table {name!r}; known: {sorted(TABLES)} or a script")
-    sys.path.insert(0, str(script.parent))  # the scripts import their `common` module
-    try:
-        module = importlib.import_module(name)
-    finally:
-        sys.path.remove(str(script.parent))
-    return module.table(json.loads(result.read_text()))
+    """The table of marker ``name``: its benchmark's ``table`` of its committed results."""
+    if name not in TABLES:
+        raise PluginError(f"docs: unknown table {name!r}; known: {sorted(TABLES)}")
+    return _harness().render(TABLES[name])
 
 
 def cli_reference() -> str:
@@ -96,6 +89,18 @@ def cli_reference() -> str:
     return "\n\n".join(parts)
 
 
+def _target(name: str, obj: object) -> str:
+    """Where ``obj`` is documented: its defining module and name (a partial: the module
+    that binds it, found by name among the modules that define ``name``)."""
+    if isinstance(obj, functools.partial):
+        for module in list(sys.modules.values()):
+            if getattr(module, name, None) is obj and vars(module).get("__name__", "").count("."):
+                if module.__name__.rpartition(".")[2] == name or name in vars(module):
+                    home = module.__name__
+        return f"{home}.{name}"
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
 def exports(package: str) -> str:
     """A package's ``__all__`` as a table, each name linked to where it is defined."""
     module = importlib.import_module(package)
@@ -105,15 +110,13 @@ def exports(package: str) -> str:
         if isinstance(obj, ModuleType):
             target, where = obj.__name__, "(a module)"
         else:
-            target, where = f"{obj.__module__}.{obj.__qualname__}", f"`{obj.__module__}`"
+            target, where = _target(name, obj), f"`{_target(name, obj).rpartition('.')[0]}`"
         rows.append(f"| [`{package}.{name}`][{target}] | {where} |")
     return "\n".join(rows)
 
 
 def _fill(kind: str, argument: str) -> str:
     if kind == "table":
-        if argument in TABLES:
-            return TABLES[argument](_tables())
         return benchmark_table(argument)
     if kind == "exports":
         return exports(argument)

@@ -14,9 +14,10 @@ README = (ROOT / "README.md").read_text()
 
 def test_headline_table_matches_committed_results():
     done = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "tables.py"), "--check"],
+        [sys.executable, "-m", "benchmarks", "tables", "--check"],
         capture_output=True,
         text=True,
+        cwd=ROOT,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
