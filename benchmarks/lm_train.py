@@ -40,7 +40,7 @@ import lrne
 from lrne.callbacks import TimeLimit
 from lrne.config import StrategySection
 from lrne.nn.transformer import Transformer
-from lrne.saved import run_keys
+from lrne.rundir import run_keys
 
 MODEL = {"hidden": 16, "num_heads": 2, "ff": 64, "num_blocks": 2}
 CONTEXT = 64

@@ -47,7 +47,7 @@ from common import band_plot, corpus, mean_ci95, write_config
 from harness import RESULTS, pm, read_each, script
 
 import lrne
-from lrne.saved import run_keys
+from lrne.rundir import run_keys
 
 ARMS = ("factorized", "full", "small")
 TASKS = ("lm", "breakout", "space_invaders", "pendulum_pixels")

@@ -24,7 +24,7 @@ from harness import goal, overridden, read_each, script
 
 import lrne
 from lrne.callbacks import TimeLimit
-from lrne.saved import run_keys
+from lrne.rundir import run_keys
 
 SETTINGS = {
     "es": {

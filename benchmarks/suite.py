@@ -54,7 +54,7 @@ from harness import RESULTS, pm, read, read_each, script
 import lrne
 from lrne.callbacks import TimeLimit
 from lrne.genome import Population
-from lrne.saved import run_keys
+from lrne.rundir import run_keys
 from lrne.tasks.gymnax import Gymnax, make_env
 
 HIDDEN = (64, 64)

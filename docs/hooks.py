@@ -89,15 +89,16 @@ def cli_reference() -> str:
     return "\n\n".join(parts)
 
 
-def _target(name: str, obj: object) -> str:
-    """Where ``obj`` is documented: its defining module and name (a partial: the module
-    that binds it, found by name among the modules that define ``name``)."""
+def _target(package: str, name: str, obj: object) -> str:
+    """Where ``obj`` is documented: its defining module and name. A partial (``lrne.nres``)
+    has no defining module of its own: it is documented in the deepest module binding it."""
     if isinstance(obj, functools.partial):
-        for module in list(sys.modules.values()):
-            if getattr(module, name, None) is obj and vars(module).get("__name__", "").count("."):
-                if module.__name__.rpartition(".")[2] == name or name in vars(module):
-                    home = module.__name__
-        return f"{home}.{name}"
+        homes = [
+            module.__name__
+            for module in list(sys.modules.values())
+            if getattr(module, "__name__", "").startswith(package) and vars(module).get(name) is obj
+        ]
+        return f"{max(homes, key=len)}.{name}"
     return f"{obj.__module__}.{obj.__qualname__}"
 
 
@@ -110,7 +111,8 @@ def exports(package: str) -> str:
         if isinstance(obj, ModuleType):
             target, where = obj.__name__, "(a module)"
         else:
-            target, where = _target(name, obj), f"`{_target(name, obj).rpartition('.')[0]}`"
+            target = _target(package, name, obj)
+            where = f"`{target.rpartition('.')[0]}`"
         rows.append(f"| [`{package}.{name}`][{target}] | {where} |")
     return "\n".join(rows)
 

@@ -50,7 +50,6 @@ if TYPE_CHECKING:  # for type checkers and the API docs; loaded lazily below
     from lrne import checkpoint as checkpoint
     from lrne import config as config
     from lrne import rundir as rundir
-    from lrne import saved as saved
     from lrne.rundir import load_run
 
 # Shell names loaded on first access: name -> (module, attribute or None for the module).
@@ -59,7 +58,6 @@ _LAZY: dict[str, tuple[str, str | None]] = {
     "checkpoint": ("lrne.checkpoint", None),
     "config": ("lrne.config", None),
     "rundir": ("lrne.rundir", None),
-    "saved": ("lrne.saved", None),
     "load_run": ("lrne.rundir", "load_run"),
 }
 

@@ -55,7 +55,7 @@ def test_import_lrne_leaves_rich_and_matplotlib_to_the_cli():
     )
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["seen"] == []
-    shell = ("lrne.cli", "lrne.callbacks", "lrne.config", "lrne.rundir", "lrne.saved")
+    shell = ("lrne.cli", "lrne.callbacks", "lrne.config", "lrne.rundir")
     shell += ("lrne.checkpoint",)
     assert not set(shell) & set(found["lrne"]), found["lrne"]
     assert "lrne.genome" in found["lrne"]  # the spy saw lrne's imports
@@ -67,7 +67,7 @@ def test_the_shell_is_reachable_from_import_lrne():
     code = (
         "import lrne\n"
         "assert lrne.callbacks.ProgressBar and lrne.callbacks.MetricsLog\n"
-        "assert lrne.load_run is lrne.saved.load_run\n"
+        "assert lrne.load_run is lrne.rundir.load_run\n"
         "assert lrne.config.DEFAULT and lrne.checkpoint.save_params\n"
         "from lrne import load_run\n"
         "assert {'callbacks', 'load_run'} <= set(dir(lrne))\n"
