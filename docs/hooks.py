@@ -50,6 +50,7 @@ TABLES = {
         "hyperscale",
         "stock_layers",
         "blackbox",
+        "diagnostics",
         # learning results (docs/results.md and the paper pages)
         "suite",
         "lm_train",

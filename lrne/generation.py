@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -16,6 +16,38 @@ from lrne.strategies.base import Strategy
 def fitness_stats(fitness: jax.Array) -> Metrics:
     """Mean and max over the finite entries; NaN/inf never reach a mean."""
     return {"fitness_mean": finite_mean(fitness), "fitness_max": jnp.max(ranked(fitness))}
+
+
+class RunKeys(NamedTuple):
+    """The keys :func:`lrne.run` splits its ``key`` into (:func:`split_key`)."""
+
+    params: jax.Array
+    """Draws the initial params (``task.init_params``)."""
+    init: jax.Array
+    """Initializes the strategy's state (``strategy.init``)."""
+    generations: jax.Array
+    """Generation ``g`` uses ``fold_in(generations, g)``."""
+
+
+def split_key(key: jax.Array) -> RunKeys:
+    """The keys a run of ``key`` uses (:func:`lrne.run`, and the template of its checkpoints)."""
+    return RunKeys(*jax.random.split(key, 3))
+
+
+def step_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The (ask, evaluate, tell) keys of a generation's ``key``."""
+    key_ask, key_eval, key_tell = jax.random.split(key, 3)
+    return key_ask, key_eval, key_tell
+
+
+def settled(*values: Any) -> Any:
+    """``values``, with nothing fused across this point (``lax.optimization_barrier``).
+
+    ``tell`` is compiled the same way whatever came before it, so a replay of
+    ``tell`` from recorded fitness (:func:`lrne.lineage.replay`) rounds every
+    operation as the run did.
+    """
+    return jax.lax.optimization_barrier(values)
 
 
 def generation_step(
@@ -45,9 +77,10 @@ def generation_step(
     """
 
     def step(state: Any, key: jax.Array) -> tuple[Any, Metrics]:
-        key_ask, key_eval, key_tell = jax.random.split(key, 3)
+        key_ask, key_eval, key_tell = step_keys(key)
         population, state = strategy.ask(key_ask, state)
         fitness, task_metrics, state = strategy.evaluate(key_eval, state, population, task)
+        population, fitness = settled(population, fitness)
         state, strategy_metrics = strategy.tell(key_tell, state, population, fitness)
         return state, {
             **fitness_stats(fitness),

@@ -28,8 +28,9 @@ from jax.sharding import Mesh
 
 from lrne.distributed import replicate, sharded_generation_step
 from lrne.errors import ArgumentError
-from lrne.generation import generation_step
+from lrne.generation import generation_step, split_key
 from lrne.genome import Metrics, PyTree
+from lrne.lineage import FITNESS, Log, recording
 from lrne.strategies.base import Strategy, check_int
 from lrne.tasks.base import Task
 
@@ -47,27 +48,16 @@ class RunResult(NamedTuple):
             only those past the restored generation).
         generation: the number of generations done, i.e. the next one's index
             (less than ``generations`` when a callback stopped the run).
+        lineage: the run's :class:`~lrne.lineage.Log` (every generation, also
+            those before a resume), from which ``lineage.record(key)`` is the
+            answer's seed-lineage record; None for a run started from a given
+            ``state`` or resumed without its log.
     """
 
     state: Any
     history: list[Row]
     generation: int
-
-
-class RunKeys(NamedTuple):
-    """The keys :func:`run` splits its ``key`` into (:func:`split_key`)."""
-
-    params: jax.Array
-    """Draws the initial params (``task.init_params``)."""
-    init: jax.Array
-    """Initializes the strategy's state (``strategy.init``)."""
-    generations: jax.Array
-    """Generation ``g`` uses ``fold_in(generations, g)``."""
-
-
-def split_key(key: jax.Array) -> RunKeys:
-    """The keys a run of ``key`` uses (:func:`run`, and the template of its checkpoints)."""
-    return RunKeys(*jax.random.split(key, 3))
+    lineage: Log | None = None
 
 
 def initial_state(
@@ -103,12 +93,28 @@ class Callback(Protocol):
         """After the last generation and the last checkpoint."""
 
 
+LINEAGE_FILE = "lineage.npz"
+
+
+def _restore_lineage(fresh: Log | None, path: Path, generations: int) -> Log | None:
+    """The saved lineage log of a resumed run, cut to its ``generations``; None if it
+    has none (a run started from a given state, or an older lrne's)."""
+    if fresh is None or not path.is_file():
+        return None
+    try:
+        return Log.load(path).truncate(generations)
+    except ValueError:
+        return None
+
+
 @functools.lru_cache(maxsize=8)
 def _compiled_step(
     strategy: Strategy, task: Any, population_size: int | None, mesh: Mesh | None
 ) -> Callable[[Any, jax.Array], tuple[Any, Metrics]]:
     # Cached so that runs of the same strategy and task (seeds of a benchmark)
     # compile once: a new jit of a new closure would compile again.
+    if strategy.mutate is None:  # a fitness record: the step returns the fitness too
+        strategy = recording(strategy)
     if mesh is None:
         return jax.jit(generation_step(strategy, task))
     return jax.jit(sharded_generation_step(strategy, task, population_size, mesh))
@@ -150,7 +156,8 @@ def run(
             (damaged ones are moved aside, see :mod:`lrne.checkpoint`).
         checkpoint_every: save every this many generations (and always after
             the last one or a stop); 0 = only then. Ignored without
-            ``checkpoint_dir``.
+            ``checkpoint_dir``. Each save also writes the lineage log
+            (:mod:`lrne.lineage`) as ``lineage.npz`` in ``checkpoint_dir``.
         mesh: split the population over the devices of this 1-D
             ``"population"`` mesh (:func:`lrne.distributed.population_mesh`);
             the population size must be a multiple of its device count.
@@ -185,7 +192,9 @@ def run(
             "params", "give state or params, not both: params only build the initial state"
         )
     key_run = split_key(key).generations
+    lineage = None
     if state is None:
+        lineage = Log(chains=strategy.mutate is not None, seeded=params is None)
         state = initial_state(strategy, task, key, params)
 
     population_size = None
@@ -217,6 +226,7 @@ def run(
                     f"already run in {str(checkpoint_dir)!r}",
                 )
             state = saved["state"] if mesh is None else replicate(saved["state"], mesh)
+            lineage = _restore_lineage(lineage, Path(checkpoint_dir) / LINEAGE_FILE, start)
 
     for callback in callbacks:
         callback.on_start(start, state)
@@ -226,6 +236,9 @@ def run(
         while generation < generations:
             tick = time.perf_counter()
             state, metrics = step(state, jax.random.fold_in(key_run, generation))
+            fitness = metrics.pop(FITNESS, None)
+            if lineage is not None:
+                lineage.append(None if fitness is None else jax.device_get(fitness), state)
             row = _row(metrics) | {"generation": generation}
             row["seconds"] = time.perf_counter() - tick
             history.append(row)
@@ -234,13 +247,16 @@ def run(
             generation += 1
             due = checkpoint_every and generation % checkpoint_every == 0
             if checkpoints is not None and (due or stop or generation == generations):
+                # The log first: it then always reaches a saved step (a resume truncates it).
+                if lineage is not None:
+                    lineage.save(Path(checkpoint_dir) / LINEAGE_FILE)
                 checkpoints.save(generation, checkpoint_tree(state, key))
             if stop:
                 break
     finally:
         if checkpoints is not None:
             checkpoints.close()
-    result = RunResult(state, history, generation)
+    result = RunResult(state, history, generation, lineage)
     for callback in callbacks:
         callback.on_end(result)
     return result

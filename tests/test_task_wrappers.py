@@ -46,6 +46,9 @@ class Marked(Task):
     def fresh_fitness(self, key, params, num_episodes=32):
         return jnp.asarray(float(num_episodes) + 0.5)
 
+    def differentiable_loss(self, key, variables):
+        return jnp.sum(variables["params"]["w"]) - 100.0
+
 
 @pytest.mark.parametrize(
     "wrap", [TaskWrapper, lambda t: lrne.tasks.Chunked(t, 2)], ids=["TaskWrapper", "Chunked"]
@@ -59,6 +62,7 @@ def test_every_hook_reaches_the_wrapped_task(wrap):
     assert jnp.array_equal(wrapped.local(jnp.ones(2)), jnp.full(2, 2.0))
     assert jnp.array_equal(wrapped.gather(jnp.ones(2)), jnp.full(2, 3.0))
     assert float(wrapped.fresh_fitness(key, {}, num_episodes=4)) == 4.5
+    assert float(wrapped.differentiable_loss(key, wrapped.init_params(key))) == -86.0
     population = Population({}, {"params": {"w": jnp.arange(8.0).reshape(4, 2)}})
     fitness, metrics = wrapped.evaluate(key, population)
     assert jnp.array_equal(fitness, jnp.array([101.0, 105.0, 109.0, 113.0]))
@@ -73,4 +77,5 @@ def test_every_hook_reaches_the_wrapped_task(wrap):
         "gather",
         "evaluate",
         "fresh_fitness",
+        "differentiable_loss",
     }, "a new Task hook: add it to Marked above"

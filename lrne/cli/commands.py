@@ -68,6 +68,16 @@ def check_train(config: cfg.Config, resume: bool) -> None:
         )
 
 
+def _diagnostics(strategy: Any, task: Any, config: cfg.Config) -> Any:
+    """The gradient-diagnostics callback of ``run.diagnostics_every``, or a ConfigError."""
+    from lrne.diagnostics import GradientDiagnostics
+
+    try:
+        return GradientDiagnostics(strategy, task, config.run.diagnostics_every)
+    except (ArgumentError, NotImplementedError) as error:
+        raise cfg.ConfigError("run.diagnostics_every", str(error)) from None
+
+
 def train(config: cfg.Config, resume: bool = False) -> dict[str, Any]:
     """Run ``lrne train`` with a checked config (:func:`check_train`); returns the
     summary it writes."""
@@ -78,12 +88,16 @@ def train(config: cfg.Config, resume: bool = False) -> dict[str, Any]:
 
     start = time.perf_counter()
     strategy, task, _ = config.build()
+    # Checked before the run directory is written; None or 0: off.
+    diagnostics = _diagnostics(strategy, task, config) if config.run.diagnostics_every else None
     output = Path(config.run.output).resolve()
     key_run, key_test = rundir.run_keys(config.run.seed)
     log = rundir.start(output, config.resolve(), resume)
     callbacks: list[Any] = [_Announce(), log] if resume else [log]
     if config.run.seconds:  # None or 0: no limit
         callbacks.append(TimeLimit(config.run.seconds))
+    if diagnostics is not None:  # before the log, whose rows it fills
+        callbacks.insert(callbacks.index(log), diagnostics)
     # The population is split over all local devices; any device count gives
     # the same bits (tests/test_distributed.py, tests/test_resume.py).
     devices = jax.local_devices()

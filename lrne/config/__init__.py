@@ -4,7 +4,8 @@
 config has four sections; every key has a default, so a file holds only what
 it changes::
 
-    [run]        # seed, generations, seconds, checkpoint_every, output, eval_episodes
+    [run]        # seed, generations, seconds, checkpoint_every, diagnostics_every, output,
+                 # eval_episodes
     seed = 0
     generations = 100
 

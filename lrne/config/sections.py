@@ -27,6 +27,9 @@ class RunSection(Section):
     generations: Annotated[int, Quick(2)] = Field(20, ge=1)
     seconds: float | None = Field(None, ge=0)  # wall-clock limit; 0 = none
     checkpoint_every: int = Field(10, ge=0)
+    # Gradient diagnostics (lrne.diagnostics) every this many generations; None or 0: off.
+    # None, not 0, by default: a run directory saved before the key existed still loads.
+    diagnostics_every: int | None = Field(None, ge=0)
     output: FilePath = "runs/train"
     eval_episodes: Annotated[int, Quick(2)] = Field(32, ge=1)
 

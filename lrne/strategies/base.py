@@ -49,6 +49,16 @@ class Strategy(NamedTuple):
     particle one truncation window from the inner states it keeps.
     ``tell(key, state, population, fitness) -> (state, metrics)``: update from
     fitness of shape (population_size,), **maximized**; NaN/inf ranks last.
+    ``mutate(key, state, params, index) -> params``: for strategies whose
+    members descend from one another by mutations (GA, Metropolis), mutation
+    ``index`` of the generation whose ``ask`` got ``key`` (``state.generation``
+    that generation), applied to one member's ``params``, bit for bit as ``ask``
+    applies it; their states then carry an :class:`Ancestry`, and a member is
+    rebuilt from its seed-lineage record (:mod:`lrne.lineage`). ``None``
+    elsewhere: ES and online ES are replayed from their fitness.
+    ``estimate``: for an ES, its :class:`~lrne.strategies.es.Estimate` (how
+    ``tell`` forms ĝ, which :mod:`lrne.diagnostics` compares with backprop);
+    ``None`` elsewhere.
 
     Every state exposes ``generation``, ``best_params`` (the strategy's
     answer: the best member seen for the GA and Metropolis, the mean for ES
@@ -60,6 +70,35 @@ class Strategy(NamedTuple):
     ask: Callable[[jax.Array, Any], tuple[Population, Any]]
     tell: Callable[[jax.Array, Any, Population, jax.Array], tuple[Any, Metrics]]
     evaluate: Evaluator = evaluate_with_task
+    mutate: Callable[[jax.Array, Any, PyTree, jax.Array], PyTree] | None = None
+    estimate: Any = None
+
+
+class Ancestry(NamedTuple):
+    """Where each kept member of a generation comes from (GA elites, Metropolis chains).
+
+    Set by ``tell``; read by :mod:`lrne.lineage` to follow a member back to the
+    initial params. Leading axis: the kept members.
+
+    Attributes:
+        parent: (n,) each member's parent among the previous generation's kept members.
+        mutation: (n,) the index of this generation's mutation it carries on top of
+            its parent (:attr:`Strategy.mutate`'s ``index``), or -1 for none.
+        best: () the kept member holding this generation's fittest member.
+    """
+
+    parent: jax.Array
+    mutation: jax.Array
+    best: jax.Array
+
+
+def no_ancestry(num_kept: int) -> Ancestry:
+    """Every member its own parent, unmutated: the ancestry of initial members."""
+    return Ancestry(
+        jnp.arange(num_kept, dtype=jnp.int32),
+        jnp.full((num_kept,), -1, jnp.int32),
+        jnp.array(0, jnp.int32),
+    )
 
 
 def typed(params: PyTree) -> PyTree:

@@ -169,10 +169,8 @@ def es(
             delta = perturb.antithetic(delta)
         return Population(shared=state.mean, members={PERTURB: delta}), state
 
-    def tell(
-        key: jax.Array, state: ESState, population: Population, fitness: jax.Array
-    ) -> tuple[ESState, Metrics]:
-        del key
+    def ascent(state: ESState, population: Population, fitness: jax.Array) -> PyTree:
+        """ĝ = 1/(P·σ²·density) Σ_i w_i·δ_i: the estimate ``tell`` steps along."""
         delta = population.members[PERTURB]
         weights = fitness_shaping(fitness)
         if antithetic:
@@ -185,10 +183,14 @@ def es(
         draws = perturb.draw(draws, mean_params)
         sigma_now = at_generation(sigma, state.generation)
         scale = 1.0 / (population_size * sigma_now**2 * density)
-        ascent = jax.tree.map(
-            lambda g: scale * g, perturb.weighted_sum(weights, draws, mean_params)
-        )
-        descent = jax.tree.map(jnp.negative, ascent)
+        return jax.tree.map(lambda g: scale * g, perturb.weighted_sum(weights, draws, mean_params))
+
+    def tell(
+        key: jax.Array, state: ESState, population: Population, fitness: jax.Array
+    ) -> tuple[ESState, Metrics]:
+        del key
+        mean_params = params_of(state.mean)
+        descent = jax.tree.map(jnp.negative, ascent(state, population, fitness))
         updates, opt_state = optimizer.update(descent, state.opt_state, mean_params)
         new_params = optax.apply_updates(mean_params, updates)
         state = state._replace(mean=with_params(state.mean, new_params), opt_state=opt_state)
@@ -201,4 +203,37 @@ def es(
         delta = jax.tree.map(lambda x: x[0], perturb.draw(one, mean_params))
         return with_params(state.mean, perturb.apply(mean_params, delta))
 
-    return Strategy(init, ask, tracked(tell, population_size, perturbed_member))
+    told = tracked(tell, population_size, perturbed_member)
+    return Strategy(init, ask, told, estimate=Estimate(ascent, antithetic))
+
+
+class Estimate(NamedTuple):
+    """How an ES forms the gradient estimate its ``tell`` steps along.
+
+    Attributes:
+        ascent: ``(state, population, fitness) -> ĝ``, a pytree like the mean's
+            params: the ascent direction (fitness is maximized) ``tell`` hands,
+            negated, to its optimizer, for the population ``ask`` gave at ``state``.
+        antithetic: members ``P/2 + j`` are the mirrors ``−δ_j`` of members ``j``.
+    """
+
+    ascent: Callable[[Any, Population, jax.Array], PyTree]
+    antithetic: bool
+
+
+def estimate_of(strategy: Strategy) -> Estimate:
+    """The :class:`Estimate` of a strategy :func:`es` built (``tell`` and it share one
+    code path, so a diagnostic sees exactly the ĝ the update uses).
+
+    Raises:
+        lrne.errors.ArgumentError: ``strategy`` forms no ES gradient estimate (the
+            GA, Metropolis, online ES).
+    """
+    found = getattr(strategy, "estimate", None)
+    if not isinstance(found, Estimate):
+        raise ArgumentError(
+            "strategy",
+            "strategy: gradient diagnostics need an ES built by lrne.es (dense or low-rank "
+            "noise), which exposes its estimate; this strategy forms none",
+        )
+    return found

@@ -25,11 +25,13 @@ from lrne.fitness import finite_mean, no_best, ranked
 from lrne.genome import Metrics, Population, PyTree
 from lrne.perturb import gaussian_noise
 from lrne.strategies.base import (
+    Ancestry,
     ScalarOrSchedule,
     Strategy,
     at_generation,
     check_int,
     check_scalar_or_schedule,
+    no_ancestry,
     nth_member,
     tracked,
     typed,
@@ -45,7 +47,9 @@ class GAState(NamedTuple):
     ``population_lineage`` (population_size,) hold lineage ids (−1: a root,
     unmutated) and ``mask_key`` the key masks are derived from; otherwise None.
     ``best_member`` is the fittest member seen, the GA's answer
-    (:attr:`best_params`).
+    (:attr:`best_params`). ``parents`` (num_children,) are the elites the last
+    ``ask`` cloned; ``ancestry`` says where each elite came from
+    (:class:`~lrne.strategies.base.Ancestry`).
     """
 
     elites: PyTree
@@ -54,6 +58,8 @@ class GAState(NamedTuple):
     best_member: PyTree
     best_fitness: jax.Array
     generation: jax.Array
+    parents: jax.Array
+    ancestry: Ancestry
     lineage: jax.Array | None = None
     population_lineage: jax.Array | None = None
     mask_key: jax.Array | None = None
@@ -119,35 +125,33 @@ def ga(
             best_member=params,
             best_fitness=no_best(),
             generation=jnp.array(0, jnp.int32),
+            parents=jnp.zeros((num_children,), jnp.int32),
+            ancestry=no_ancestry(num_elites),
             lineage=jnp.full((num_elites,), -1, jnp.int32) if static else None,
             population_lineage=jnp.full((population_size,), -1, jnp.int32) if static else None,
             mask_key=key if static else None,
         )
 
-    def masks(key: jax.Array, state: GAState, parents: jax.Array) -> tuple[list, GAState]:
-        """Per-leaf subspace masks of the children (leading axis num_children)."""
-        template = jax.tree.map(lambda x: x[0], state.elites)
-        if static:
-            lineage = lineage_ids(
-                state.lineage[parents], state.generation, population_size, num_elites
-            )
-            keys = jax.vmap(jax.random.fold_in, (None, 0))(state.mask_key, lineage)
-            state = state._replace(population_lineage=jnp.concatenate([state.lineage, lineage]))
-        else:
-            keys = jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_children))
-        drawn = jax.vmap(lambda k: subspace_mask(k, template, density))(keys)
-        return jax.tree.leaves(drawn), state
+    def mask_keys(key: jax.Array, state: GAState, parents: jax.Array) -> tuple[jax.Array, GAState]:
+        """Each child's subspace-mask key: by lineage (static masks) or by child index."""
+        if not static:
+            return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_children)), state
+        lineage = lineage_ids(state.lineage[parents], state.generation, population_size, num_elites)
+        state = state._replace(population_lineage=jnp.concatenate([state.lineage, lineage]))
+        return jax.vmap(jax.random.fold_in, (None, 0))(state.mask_key, lineage), state
 
-    def ask(key: jax.Array, state: GAState) -> tuple[Population, GAState]:
-        key_parent, key_noise = jax.random.split(key)
-        parents = jax.random.randint(key_parent, (num_children,), 0, num_elites)
+    def mutated(
+        key: jax.Array, state: GAState, params: PyTree, child: jax.Array, mask_key: jax.Array
+    ) -> PyTree:
+        """Child ``child``'s mutation of one member's ``params``; its noise is keyed by
+        (generation key, leaf, child), so one child is drawn alone, bit for bit."""
         frozen = frozen_mask(state.mutation_std, freeze)
         factor = factor_mask(state.mutation_std)
-        leaves, treedef = jax.tree.flatten(state.elites)
-        keys = jax.random.split(key_noise, len(leaves))
+        leaves, treedef = jax.tree.flatten(params)
+        keys = jax.random.split(jax.random.split(key)[1], len(leaves))
         subspaces = [None] * len(leaves)
         if density < 1:
-            subspaces, state = masks(jax.random.fold_in(key, 1), state, parents)
+            subspaces = jax.tree.leaves(subspace_mask(mask_key, params, density))
         sigma_now = jnp.asarray(at_generation(sigma, state.generation), jnp.float32)
         children = []
         for leaf, k, std, is_frozen, is_factor, subspace in zip(
@@ -159,16 +163,29 @@ def ga(
             subspaces,
             strict=True,
         ):
-            child = leaf[parents]
             if not is_frozen:
                 scale = (jnp.sqrt(sigma_now) if is_factor else sigma_now) * std
-                noise = gaussian_noise(k, child.shape, child.dtype, scale)
+                noise = gaussian_noise(jax.random.fold_in(k, child), leaf.shape, leaf.dtype, scale)
                 if subspace is not None:
                     noise = jnp.where(subspace, noise, 0.0)
-                child = child + noise
-            children.append(jnp.concatenate([leaf, child]))
-        members = jax.tree.unflatten(treedef, children)
-        return Population(shared={}, members=members), state
+                leaf = leaf + noise
+            children.append(leaf)
+        return jax.tree.unflatten(treedef, children)
+
+    def mutate(key: jax.Array, state: GAState, params: PyTree, child: jax.Array) -> PyTree:
+        mask_key = jax.random.fold_in(jax.random.fold_in(key, 1), child)
+        return mutated(key, state, params, child, mask_key)
+
+    def ask(key: jax.Array, state: GAState) -> tuple[Population, GAState]:
+        parents = jax.random.randint(jax.random.split(key)[0], (num_children,), 0, num_elites)
+        mask_key, state = mask_keys(jax.random.fold_in(key, 1), state, parents)
+        clones = jax.tree.map(lambda x: x[parents], state.elites)
+        child = jnp.arange(num_children)
+        children = jax.vmap(mutated, (None, None, 0, 0, 0))(key, state, clones, child, mask_key)
+        members = jax.tree.map(
+            lambda elite, young: jnp.concatenate([elite, young]), state.elites, children
+        )
+        return Population(shared={}, members=members), state._replace(parents=parents)
 
     def tell(
         key: jax.Array, state: GAState, population: Population, fitness: jax.Array
@@ -177,11 +194,24 @@ def ga(
         scores = ranked(fitness)
         # Stable sort: on ties the lower slot wins, so standing elites are kept.
         top = jnp.argsort(-scores, stable=True)[:num_elites]
+        born = top >= num_elites  # a child, not a standing elite
+        ancestry = Ancestry(
+            parent=jnp.where(born, state.parents[top - num_elites], top),
+            mutation=jnp.where(born, top - num_elites, -1),
+            best=jnp.array(0, jnp.int32),  # top[0] is the fittest member
+        )
         state = state._replace(
+            ancestry=ancestry,
             elites=jax.tree.map(lambda x: x[top], population.members),
             elite_fitness=scores[top],
             lineage=None if state.lineage is None else state.population_lineage[top],
         )
         return state, {"elite_fitness_mean": finite_mean(state.elite_fitness)}
 
-    return Strategy(init, ask, tracked(tell, population_size, nth_member))
+    return Strategy(
+        init,
+        ask,
+        tracked(tell, population_size, nth_member),
+        # Static masks key a child's subspace by its lineage id: replayed from fitness.
+        mutate=None if static else mutate,
+    )

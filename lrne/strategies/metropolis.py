@@ -28,11 +28,13 @@ from lrne.fitness import no_best, ranked
 from lrne.genome import Metrics, Population, PyTree
 from lrne.perturb import gaussian_noise
 from lrne.strategies.base import (
+    Ancestry,
     ScalarOrSchedule,
     Strategy,
     at_generation,
     check_int,
     check_scalar_or_schedule,
+    no_ancestry,
     nth_member,
     tracked,
     typed,
@@ -43,7 +45,9 @@ class MetropolisState(NamedTuple):
     """Chains' current params (leading chain axis) and their fitness (−U).
 
     ``best_member`` is the fittest proposal seen (one that beats every earlier
-    point is always accepted), the answer (:attr:`best_params`).
+    point is always accepted), the answer (:attr:`best_params`). ``ancestry``
+    marks the chains whose proposal was accepted
+    (:class:`~lrne.strategies.base.Ancestry`: chain c's mutation is numbered c).
     """
 
     params: PyTree
@@ -51,6 +55,7 @@ class MetropolisState(NamedTuple):
     best_member: PyTree
     best_fitness: jax.Array
     generation: jax.Array
+    ancestry: Ancestry
 
     @property
     def best_params(self) -> PyTree:
@@ -96,18 +101,30 @@ def metropolis(num_chains: int, sigma: ScalarOrSchedule, beta: float) -> Strateg
             best_member=best,
             best_fitness=no_best(),
             generation=jnp.array(0, jnp.int32),
+            ancestry=no_ancestry(num_chains),
         )
 
-    def ask(key: jax.Array, state: MetropolisState) -> tuple[Population, MetropolisState]:
+    def mutate(key: jax.Array, state: MetropolisState, params: PyTree, chain: jax.Array) -> PyTree:
+        """Chain ``chain``'s proposal from one point ``params``: noise keyed by
+        (generation key, leaf, chain), so one chain's is drawn alone, bit for bit.
+        The first generation proposes the starting point itself."""
         scored = state.generation > 0
         sigma_now = jnp.asarray(at_generation(sigma, state.generation), jnp.float32)
-        leaves, treedef = jax.tree.flatten(state.params)
+        leaves, treedef = jax.tree.flatten(params)
         keys = jax.random.split(key, len(leaves))
-        proposals = [
-            x + gaussian_noise(k, x.shape, x.dtype, jnp.where(scored, sigma_now, 0.0))
+        proposal = [
+            x
+            + gaussian_noise(
+                jax.random.fold_in(k, chain), x.shape, x.dtype, jnp.where(scored, sigma_now, 0.0)
+            )
             for x, k in zip(leaves, keys, strict=True)
         ]
-        return Population(shared={}, members=jax.tree.unflatten(treedef, proposals)), state
+        return jax.tree.unflatten(treedef, proposal)
+
+    def ask(key: jax.Array, state: MetropolisState) -> tuple[Population, MetropolisState]:
+        chains = jnp.arange(num_chains)
+        proposals = jax.vmap(mutate, (None, None, 0, 0))(key, state, state.params, chains)
+        return Population(shared={}, members=proposals), state
 
     def tell(
         key: jax.Array, state: MetropolisState, population: Population, fitness: jax.Array
@@ -127,8 +144,14 @@ def metropolis(num_chains: int, sigma: ScalarOrSchedule, beta: float) -> Strateg
             population.members,
             state.params,
         )
+        chains = jnp.arange(num_chains, dtype=jnp.int32)
+        ancestry = Ancestry(
+            parent=chains,
+            mutation=jnp.where(accept & (state.generation > 0), chains, -1),
+            best=jnp.argmax(fitness).astype(jnp.int32),  # beats every earlier point: accepted
+        )
         fitness = jnp.where(accept, fitness, state.fitness)
-        state = state._replace(params=params, fitness=fitness)
+        state = state._replace(params=params, fitness=fitness, ancestry=ancestry)
         return state, {"acceptance_rate": jnp.mean(accept.astype(jnp.float32))}
 
-    return Strategy(init, ask, tracked(tell, num_chains, nth_member))
+    return Strategy(init, ask, tracked(tell, num_chains, nth_member), mutate=mutate)

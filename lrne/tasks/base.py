@@ -98,6 +98,24 @@ class Task:
         population = Population({}, jax.tree.map(lambda x: x[None], params))
         return self.evaluate(key, population)[0][0]
 
+    def differentiable_loss(self, key: jax.Array, variables: PyTree) -> jax.Array:
+        """A scalar loss of one member's variables whose ``jax.grad`` is the gradient the
+        fitness estimates: minus the fitness :meth:`evaluate` gives under the generation
+        key ``key`` (the same batch), or a documented differentiable surrogate of it.
+
+        The hook of gradient diagnostics (:mod:`lrne.diagnostics`). By default a task
+        has none (an RL return is not differentiable in the weights): this raises
+        ``NotImplementedError`` saying so.
+        """
+        del key, variables
+        raise NotImplementedError(
+            f"{type(self).__name__} has no differentiable loss (Task.differentiable_loss): "
+            "gradient diagnostics compare an ES estimate with backprop, so they need a "
+            "task whose fitness is minus a differentiable loss (a language model, "
+            "classification, Lorenz, a Function of a differentiable f, or a Task that "
+            "defines differentiable_loss(key, variables))"
+        )
+
 
 @runtime_checkable
 class Unrollable(Protocol):

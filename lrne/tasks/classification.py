@@ -84,6 +84,20 @@ class Classification(Task):
         del keys
         return self.score(member_outputs(self.apply, population, self.inputs), self.labels), {}
 
+    def differentiable_loss(self, key: jax.Array, variables: PyTree) -> jax.Array:
+        """Mean cross-entropy on the selection split (``key`` unused).
+
+        With ``objective="log_likelihood"`` exactly minus the fitness. Accuracy is
+        piecewise constant (its gradient is zero almost everywhere): with
+        ``objective="accuracy"`` this is the differentiable surrogate, so a
+        diagnostic compares the ES estimate of accuracy's ascent with minus the
+        cross-entropy's gradient (a direction; their norms are not comparable).
+        """
+        del key
+        logits = self.apply(variables, self.inputs)
+        log_p = jax.nn.log_softmax(logits, -1)
+        return -jnp.mean(jnp.sum(log_p * jax.nn.one_hot(self.labels, logits.shape[-1]), -1))
+
     def fresh_fitness(self, key: jax.Array, params: PyTree, num_episodes: int = 32) -> jax.Array:
         """The objective on the eval split (``key`` and ``num_episodes`` unused)."""
         del key, num_episodes

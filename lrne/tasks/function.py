@@ -64,6 +64,11 @@ class Function(Task):
         """``f`` of every member's dense params: fitness (M,)."""
         return jax.vmap(self.f)(member_params(population)).astype(jnp.float32)
 
+    def differentiable_loss(self, key: jax.Array, variables: PyTree) -> jax.Array:
+        """``−f(variables)`` (``key`` unused), for an ``f`` that ``jax.grad`` can trace."""
+        del key
+        return -jnp.asarray(self.f(variables), jnp.float32)
+
     def evaluate_members(
         self, keys: jax.Array, population: Population
     ) -> tuple[jax.Array, Metrics]:

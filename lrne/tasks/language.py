@@ -189,6 +189,11 @@ class LanguageModel(Task):
         log_p = jax.nn.log_softmax(logits, axis=-1)
         return -jnp.mean(jnp.take_along_axis(log_p, targets[..., None], axis=-1))
 
+    def differentiable_loss(self, key: jax.Array, variables: PyTree) -> jax.Array:
+        """:meth:`loss` on the batch of the generation key ``key``: minus the fitness
+        :meth:`evaluate` gives every member under ``key``."""
+        return self.loss(variables, *self.batch(key))
+
     def eval_loss(self, variables: PyTree) -> jax.Array:
         """One member's mean cross-entropy (nats per token) on the held-out windows.
 

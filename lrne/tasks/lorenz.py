@@ -98,6 +98,12 @@ class Lorenz(Task):
         """The objective at θ (a variables dict): mean over the horizon of (z_t − z*_t)²."""
         return jnp.mean((self.trajectory(variables["params"])[:, 2] - self.target_z) ** 2)
 
+    def differentiable_loss(self, key: jax.Array, variables: PyTree) -> jax.Array:
+        """:meth:`loss`: minus the fitness (``key`` unused; the system is deterministic).
+        Backprop through the chaotic unroll: its gradient grows with the horizon."""
+        del key
+        return self.loss(variables)
+
     def evaluate_members(
         self, keys: jax.Array, population: Population
     ) -> tuple[jax.Array, Metrics]:
