@@ -40,14 +40,18 @@ def step_keys(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     return key_ask, key_eval, key_tell
 
 
-def settled(*values: Any) -> Any:
-    """``values``, with nothing fused across this point (``lax.optimization_barrier``).
+def isolated(f: Callable[..., Any], key: jax.Array, state: Any, *args: Any) -> Any:
+    """``f(key, state, *args)``, compiled as a computation of its own (a ``lax.cond`` branch).
 
-    ``tell`` is compiled the same way whatever came before it, so a replay of
-    ``tell`` from recorded fitness (:func:`lrne.lineage.replay`) rounds every
-    operation as the run did.
+    XLA fuses what surrounds a function into it and contracts ``a·b + c`` into
+    fused multiply-adds wherever one fusion holds both, so the same ``tell``
+    can round differently in two programs. Inside a branch nothing from outside
+    is fused, so ``ask`` and ``tell`` round alike in a generation step and in a
+    replay of them from recorded fitness (:func:`lrne.lineage.replay`), and a
+    population is drawn once for both evaluation and ``tell``.
     """
-    return jax.lax.optimization_barrier(values)
+    # Always true (a generation counts up from 0), but not known to the compiler.
+    return jax.lax.cond(state.generation >= 0, f, f, key, state, *args)
 
 
 def generation_step(
@@ -78,10 +82,9 @@ def generation_step(
 
     def step(state: Any, key: jax.Array) -> tuple[Any, Metrics]:
         key_ask, key_eval, key_tell = step_keys(key)
-        population, state = strategy.ask(key_ask, state)
+        population, state = isolated(strategy.ask, key_ask, state)
         fitness, task_metrics, state = strategy.evaluate(key_eval, state, population, task)
-        population, fitness = settled(population, fitness)
-        state, strategy_metrics = strategy.tell(key_tell, state, population, fitness)
+        state, strategy_metrics = isolated(strategy.tell, key_tell, state, population, fitness)
         return state, {
             **fitness_stats(fitness),
             **task_metrics,

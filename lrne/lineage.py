@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lrne.generation import settled, split_key, step_keys
+from lrne.generation import isolated, split_key, step_keys
 from lrne.genome import Metrics, Population, PyTree
 from lrne.strategies.base import Strategy, typed
 
@@ -258,9 +258,8 @@ def replay(record: Record, strategy: Strategy, task: Any, params: PyTree | None 
     @jax.jit
     def step(state: Any, key: jax.Array, fitness: jax.Array) -> Any:
         key_ask, _, key_tell = step_keys(key)
-        population, state = strategy.ask(key_ask, state)
-        population, fitness = settled(population, fitness)
-        return strategy.tell(key_tell, state, population, fitness)[0]
+        population, state = isolated(strategy.ask, key_ask, state)
+        return isolated(strategy.tell, key_tell, state, population, fitness)[0]
 
     for generation, fitness in enumerate(record.fitness):
         state = step(state, generation_key(generation), jnp.asarray(fitness))

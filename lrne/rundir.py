@@ -4,7 +4,8 @@ A run directory holds ``config.toml`` (the run's whole config, resolved: it is
 itself a valid ``--config``), ``metrics.jsonl`` (one line per generation),
 ``run_state/`` (the strategy state every ``checkpoint_every`` generations and
 at the end, orbax: :class:`lrne.checkpoint.RunCheckpoints`), ``checkpoint/``
-(the best params), ``learning_curve.png`` and ``summary.json``.
+(the best params), ``lineage.bin`` (the answer's seed-lineage record:
+:mod:`lrne.lineage`), ``learning_curve.png`` and ``summary.json``.
 :func:`load_run` rebuilds the strategy, task and model from the config and
 restores the latest readable state, read-only (a killed run loads too).
 
@@ -27,6 +28,7 @@ from lrne.checkpoint import RunCheckpoints, save_params
 from lrne.config import Config, ConfigError, read_toml
 from lrne.errors import ArgumentError
 from lrne.genome import PyTree
+from lrne.lineage import Record, replay
 from lrne.runner import Row, checkpoint_tree, initial_state
 
 CONFIG_FILE = "config.toml"
@@ -35,6 +37,7 @@ RUN_STATE = "run_state"
 BEST_PARAMS = "checkpoint"
 CURVE_FILE = "learning_curve.png"
 SUMMARY_FILE = "summary.json"
+LINEAGE_FILE = "lineage.bin"
 _CURVES = ("best_fitness", "fitness_max", "elite_fitness_mean", "fitness_mean")
 
 
@@ -113,12 +116,20 @@ def start(output: str | Path, config: Config, resume: bool) -> MetricsLog:
 
 
 def finish(
-    output: str | Path, best_params: PyTree, rows: list[Row], summary: dict[str, Any], title: str
+    output: str | Path,
+    best_params: PyTree,
+    rows: list[Row],
+    summary: dict[str, Any],
+    title: str,
+    lineage: Record | None = None,
 ) -> None:
-    """End a run in ``output``: the best params (``checkpoint/``), the learning curve of
-    the metrics ``rows`` titled ``title``, and ``summary``, as ``summary.json``."""
+    """End a run in ``output``: the best params (``checkpoint/``), the answer's
+    ``lineage`` record (``lineage.bin``), the learning curve of the metrics ``rows``
+    titled ``title``, and ``summary``, as ``summary.json``."""
     output = Path(output)
     save_params(output / BEST_PARAMS, best_params)
+    if lineage is not None:
+        lineage.save(output / LINEAGE_FILE)
     plot(rows, output / CURVE_FILE, title)
     (output / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
 
@@ -222,3 +233,32 @@ def load_run(run_dir: str | Path) -> SavedRun:
     return SavedRun(
         config, strategy, task, model, state, generation, state.best_params, mean, Path(run_dir)
     )
+
+
+class Replayed(NamedTuple):
+    """A run's answer rebuilt from its ``lineage.bin`` alone (:func:`replay_run`)."""
+
+    config: Config
+    strategy: Any
+    task: Any
+    generation: int
+    params: PyTree
+    record: Record
+
+
+def replay_run(run_dir: str | Path) -> Replayed:
+    """Rebuild a finished run's answer from its config and seed-lineage record, without
+    reading its checkpoints (:func:`lrne.lineage.replay`).
+
+    Raises:
+        RunDirError: no run there, or no ``lineage.bin`` (the run did not finish, or
+            was started from a given state).
+    """
+    config = read_config(run_dir)
+    path = Path(run_dir) / LINEAGE_FILE
+    if not path.is_file():
+        raise RunDirError(f"no {LINEAGE_FILE} in {str(run_dir)!r}: the run has not finished")
+    record = Record.load(path)
+    strategy, task, _ = config.build()
+    params = replay(record, strategy, task)
+    return Replayed(config, strategy, task, record.generations, params, record)

@@ -111,6 +111,11 @@ def test_every_config_runs_and_its_run_is_used(path, tmp_path, capsys):
     assert code == 0, err
     for name, value in summary["fresh_fitness"].items():
         assert f"{name} params: {describe(written.task, value, 2)}\n" in out
+    # --replay: the answer rebuilt from lineage.bin (a few hundred bytes) scores the same.
+    assert summary["lineage_bytes"] == (run / "lineage.bin").stat().st_size < 2000
+    code, replayed, err = run_lrne(capsys, "eval", str(run), "--replay")
+    assert code == 0, err
+    assert replayed == out
 
     # lrne render draws what plays; lrne sample writes what models text; the rest say so.
     if path.stem in RENDERED:

@@ -143,7 +143,10 @@ def train(config: cfg.Config, resume: bool = False) -> dict[str, Any]:
         "devices": len(devices),
     }
     title = f"lrne {config.strategy.name}, {config.task.kind}"
-    rundir.finish(output, state.best_params, log.rows, summary, title)
+    lineage = None if result.lineage is None else result.lineage.record(key_run)
+    if lineage is not None:
+        summary["lineage_bytes"] = len(lineage.to_bytes())
+    rundir.finish(output, state.best_params, log.rows, summary, title, lineage)
     scores = "; ".join(
         f"{name} params: {present.describe(config.task, value, episodes)}"
         for name, value in fresh.items()
@@ -166,13 +169,19 @@ def _choose(run: rundir.SavedRun, which: str | None) -> Any:
 
 
 def evaluate(args: argparse.Namespace) -> dict[str, float]:
-    """``lrne eval``: the fresh fitness of the run's best (and mean) params."""
+    """``lrne eval``: the fresh fitness of the run's best (and mean) params; with
+    ``--replay``, of the answer rebuilt from ``lineage.bin`` alone."""
     import jax
 
     import lrne
 
     _at_least("--episodes", args.episodes, 1)
-    run = rundir.load_run(args.run_dir)
+    if args.replay:
+        run = rundir.replay_run(args.run_dir)
+        param_sets = [("best", run.params)]
+    else:
+        run = rundir.load_run(args.run_dir)
+        param_sets = _param_sets(run.state)
     episodes = args.episodes or run.config.run.eval_episodes
     test_key = rundir.run_keys(run.config.run.seed)[1]
     key = test_key if args.seed is None else jax.random.key(args.seed)
@@ -181,7 +190,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, float]:
         f"generation {run.generation}"
     )
     scores = {}
-    for name, params in _param_sets(run.state):
+    for name, params in param_sets:
         scores[name] = lrne.evaluate_best(run.task, params, key, num_episodes=episodes)
         print(f"{name} params: {present.describe(run.config.task, scores[name], episodes)}")
     return scores

@@ -176,6 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--seed", type=int, default=None, help="draw other episodes (default: summary.json's)"
     )
+    evaluate.add_argument(
+        "--replay",
+        action="store_true",
+        help="score the answer rebuilt from RUN_DIR/lineage.bin (its seed lineage) alone",
+    )
     render = run_dir_command("render", "write a GIF of a run's policy playing one episode")
     render.add_argument("--output", type=Path, default=None, help="GIF (default RUN_DIR/play.gif)")
     render.add_argument("--max-steps", type=int, default=None, help="cap the episode's length")
