@@ -51,6 +51,7 @@ TABLES = {
         "stock_layers",
         "blackbox",
         "diagnostics",
+        "lineage",
         # learning results (docs/results.md and the paper pages)
         "suite",
         "lm_train",

@@ -33,7 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from lrne.generation import generation_step
 from lrne.genome import Metrics, Population, PyTree, is_local
 from lrne.strategies.base import Strategy
-from lrne.tasks.base import Task, TaskWrapper
+from lrne.tasks.base import Score, Scored, Task, TaskWrapper
 
 AXIS = "population"
 
@@ -106,7 +106,7 @@ class ShardedTask(TaskWrapper):
         """Every device's part, in device order: the inverse of :meth:`local`."""
         return jax.tree.map(partial(jax.lax.all_gather, axis_name=AXIS, tiled=True), tree)
 
-    def split(self, score, keys: jax.Array, population: Population) -> tuple[jax.Array, Metrics]:
+    def split(self, score: Score, keys: jax.Array, population: Population) -> Scored:
         """``score`` on this device's members; fitness gathered, metrics summed over devices."""
         local = Population(population.shared, self.local(population.members))
         fitness, metrics = score(self.local(keys), local)

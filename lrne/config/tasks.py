@@ -49,6 +49,10 @@ class TaskSection(Section):
         """What besides the config identifies the built task (a data file's state)."""
         return ()
 
+    def arguments(self, *names: str) -> dict[str, Any]:
+        """The keys ``names`` as keyword arguments of the task's class."""
+        return {name: getattr(self, name) for name in names}
+
 
 class _RolloutTask(TaskSection):
     """Shared keys of the gymnax kinds (:class:`lrne.tasks.Gymnax`)."""
@@ -76,11 +80,9 @@ class _RolloutTask(TaskSection):
         task = Gymnax(
             env,
             module,
-            num_episodes=self.num_episodes,
-            max_steps=self.max_steps,
-            early_exit=self.early_exit,
             compaction=self.compaction or None,  # 0 = off
             env_params=env_params,
+            **self.arguments("num_episodes", "max_steps", "early_exit"),
         )
         return task, module
 
@@ -169,16 +171,8 @@ class LanguageModelTask(TaskSection):
     def build(self, model: ModelSection | None) -> tuple[Any, Any]:
         text = self.read_text()
         module = model.build(ModelSpec(len(LanguageModel.vocabulary(text)), (self.context,)))
-        task = LanguageModel(
-            module,
-            text,
-            context=self.context,
-            batch_size=self.batch_size,
-            seed=self.batch_seed,
-            eval_fraction=self.eval_fraction,
-            fresh_batches=self.fresh_batches,
-            eval_tokens=self.eval_tokens,
-        )
+        keys = ("context", "batch_size", "eval_fraction", "fresh_batches", "eval_tokens")
+        task = LanguageModel(module, text, seed=self.batch_seed, **self.arguments(*keys))
         return task, module
 
 

@@ -27,18 +27,8 @@ import jax.numpy as jnp
 from lrne.fitness import no_best, ranked
 from lrne.genome import Metrics, Population, PyTree
 from lrne.perturb import gaussian_noise
-from lrne.strategies.base import (
-    Ancestry,
-    ScalarOrSchedule,
-    Strategy,
-    at_generation,
-    check_int,
-    check_scalar_or_schedule,
-    no_ancestry,
-    nth_member,
-    tracked,
-    typed,
-)
+from lrne.strategies import base as shared
+from lrne.strategies.base import Ancestry, ScalarOrSchedule, Strategy
 
 
 class MetropolisState(NamedTuple):
@@ -79,8 +69,8 @@ def metropolis(num_chains: int, sigma: ScalarOrSchedule, beta: float) -> Strateg
         ``init(key, params, stacked=True)``, params with a leading chain axis.
         Metrics: ``acceptance_rate``.
     """
-    check_int("num_chains", num_chains, 1)
-    check_scalar_or_schedule("sigma", sigma)
+    shared.check_int("num_chains", num_chains, 1)
+    shared.check_scalar_or_schedule("sigma", sigma)
     if not isinstance(beta, int | float) or math.isnan(beta) or beta <= 0:
         raise ValueError(f"beta must be a number > 0 (math.inf allowed), got {beta!r}")
 
@@ -88,7 +78,7 @@ def metropolis(num_chains: int, sigma: ScalarOrSchedule, beta: float) -> Strateg
         key: jax.Array, params: PyTree, task: Any = None, stacked: bool = False
     ) -> MetropolisState:
         del key, task
-        params = typed(params)
+        params = shared.typed(params)
         if not stacked:
             params = jax.tree.map(lambda x: jnp.broadcast_to(x, (num_chains, *x.shape)), params)
         first = jax.tree.leaves(params)[0].shape[0]
@@ -101,7 +91,7 @@ def metropolis(num_chains: int, sigma: ScalarOrSchedule, beta: float) -> Strateg
             best_member=best,
             best_fitness=no_best(),
             generation=jnp.array(0, jnp.int32),
-            ancestry=no_ancestry(num_chains),
+            ancestry=shared.no_ancestry(num_chains),
         )
 
     def mutate(key: jax.Array, state: MetropolisState, params: PyTree, chain: jax.Array) -> PyTree:
@@ -109,7 +99,7 @@ def metropolis(num_chains: int, sigma: ScalarOrSchedule, beta: float) -> Strateg
         (generation key, leaf, chain), so one chain's is drawn alone, bit for bit.
         The first generation proposes the starting point itself."""
         scored = state.generation > 0
-        sigma_now = jnp.asarray(at_generation(sigma, state.generation), jnp.float32)
+        sigma_now = jnp.asarray(shared.at_generation(sigma, state.generation), jnp.float32)
         leaves, treedef = jax.tree.flatten(params)
         keys = jax.random.split(key, len(leaves))
         proposal = [
@@ -154,4 +144,4 @@ def metropolis(num_chains: int, sigma: ScalarOrSchedule, beta: float) -> Strateg
         state = state._replace(params=params, fitness=fitness, ancestry=ancestry)
         return state, {"acceptance_rate": jnp.mean(accept.astype(jnp.float32))}
 
-    return Strategy(init, ask, tracked(tell, num_chains, nth_member), mutate=mutate)
+    return Strategy(init, ask, shared.tracked(tell, num_chains, shared.nth_member), mutate=mutate)

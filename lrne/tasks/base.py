@@ -20,6 +20,11 @@ import jax.numpy as jnp
 from lrne.genome import Metrics, Population, PyTree
 from lrne.nn.perturbed import prepare
 
+Scored = tuple[jax.Array, Metrics]
+"""Members' fitness (M,) and the metrics summed over them."""
+Score = Callable[[jax.Array, Population], Scored]
+"""``(keys, population) -> (fitness, metrics)``: scores members (:meth:`TaskWrapper.split`)."""
+
 
 def member_keys(key: jax.Array, num_members: int) -> jax.Array:
     """One key per member, ``fold_in(key, member index)``: independent of any split."""
@@ -162,12 +167,7 @@ class TaskWrapper(Task):
             raise AttributeError(name)
         return getattr(self.task, name)
 
-    def split(
-        self,
-        score: Callable[[jax.Array, Population], tuple[jax.Array, Metrics]],
-        keys: jax.Array,
-        population: Population,
-    ) -> tuple[jax.Array, Metrics]:
+    def split(self, score: Score, keys: jax.Array, population: Population) -> Scored:
         """How members are scored: ``score(keys, population)`` on parts of the population
         (over devices, in chunks...), fitness joined in member order, metrics summed.
         The hook a wrapper overrides; here, the whole population at once."""

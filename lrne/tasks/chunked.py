@@ -16,13 +16,11 @@ exists but the keys, the signs and the fitness.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import jax
 
 from lrne.errors import ArgumentError
 from lrne.genome import Metrics, Population, PyTree
-from lrne.tasks.base import Task, TaskWrapper
+from lrne.tasks.base import Score, Scored, Task, TaskWrapper
 
 
 class Chunked(TaskWrapper):
@@ -44,12 +42,7 @@ class Chunked(TaskWrapper):
         super().__init__(task)
         self.chunk_size = chunk_size
 
-    def split(
-        self,
-        score: Callable[[jax.Array, Population], tuple[jax.Array, Metrics]],
-        keys: jax.Array,
-        population: Population,
-    ) -> tuple[jax.Array, Metrics]:
+    def split(self, score: Score, keys: jax.Array, population: Population) -> Scored:
         """``score`` on each chunk of (keys, members) in turn; fitness joined, metrics summed."""
         num_members, size = keys.shape[0], self.chunk_size
         if num_members % size:

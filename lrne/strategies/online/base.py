@@ -56,17 +56,8 @@ from lrne.errors import ArgumentError
 from lrne.fitness import finite_mean, no_best
 from lrne.genome import Local, Metrics, Population, PyTree, params_of, with_params
 from lrne.nn.perturbed import PERTURB, prepare
-from lrne.strategies.base import (
-    ScalarOrSchedule,
-    Strategy,
-    at_generation,
-    check_dense_noise,
-    check_int,
-    check_optimizer,
-    check_scalar_or_schedule,
-    tracked,
-    typed,
-)
+from lrne.strategies import base as shared
+from lrne.strategies.base import ScalarOrSchedule, Strategy
 
 
 class OnlineESState(NamedTuple):
@@ -207,12 +198,12 @@ def check_online_settings(
     noise_rank: int,
 ) -> None:
     """Construction-time checks shared by every online estimator."""
-    check_int("num_particles", num_particles, 1)
-    check_scalar_or_schedule("sigma", sigma)
-    check_optimizer(optimizer)
-    check_int("horizon", horizon, 1)
-    check_int("truncation_length", truncation_length, 1)
-    check_int("noise_rank", noise_rank, 0)
+    shared.check_int("num_particles", num_particles, 1)
+    shared.check_scalar_or_schedule("sigma", sigma)
+    shared.check_optimizer(optimizer)
+    shared.check_int("horizon", horizon, 1)
+    shared.check_int("truncation_length", truncation_length, 1)
+    shared.check_int("noise_rank", noise_rank, 0)
     if truncation_length > horizon:
         raise ArgumentError(
             "truncation_length",
@@ -309,7 +300,7 @@ def online_es(
         and passes the members' window fitness sums to ``tell``.
     """
     check_online_settings(num_particles, sigma, optimizer, truncation_length, horizon, noise_rank)
-    dense_noise = check_dense_noise(dense_noise)
+    dense_noise = shared.check_dense_noise(dense_noise)
     window = truncation_length
     num_windows = horizon // window
     burn_in = horizon - window  # a multiple of W: the mask covers whole windows
@@ -324,7 +315,7 @@ def online_es(
         return jax.vmap(sample)(particle_keys(key))
 
     def sigma_at(generation: jax.Array) -> jax.Array:
-        return jnp.asarray(at_generation(sigma, generation), jnp.float32)
+        return jnp.asarray(shared.at_generation(sigma, generation), jnp.float32)
 
     def check_task(task: Any) -> None:
         if getattr(task, "horizon", None) != horizon:
@@ -337,7 +328,7 @@ def online_es(
         if task is not None:
             check_task(task)
         key_offset, key_noise, key_inner = jax.random.split(key, 3)
-        params = typed(params)
+        params = shared.typed(params)
         sigma_now = sigma_at(jnp.array(0, jnp.int32))
         noise = draw(key_noise, params_of(params), sigma_now)
         offsets = window * jax.random.randint(key_offset, (num_particles,), 0, num_windows)
@@ -345,7 +336,7 @@ def online_es(
         if task is not None:
             # typed: a task's fresh states may be weak-typed (gymnax Pendulum's last_u);
             # the step returns them strong, which would retrace it once.
-            inner = Local(typed(task.reset(estimator.carry(particle_keys(key_inner)))))
+            inner = Local(shared.typed(task.reset(estimator.carry(particle_keys(key_inner)))))
         return OnlineESState(
             mean=params,
             opt_state=optimizer.init(params_of(params)),
@@ -426,4 +417,4 @@ def online_es(
             "update_norm": optax.tree.norm(updates),
         }
 
-    return Strategy(init, ask, tracked(tell, population_size), evaluate)
+    return Strategy(init, ask, shared.tracked(tell, population_size), evaluate)
