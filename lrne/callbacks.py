@@ -20,10 +20,13 @@ from lrne.runner import Callback, Row, RunResult
 
 
 def describe(row: Row) -> str:
-    """``best … mean …`` and, for RL tasks, env steps per second of the generation."""
+    """``best … mean …``; for RL tasks, env steps per second of the generation; with
+    gradient diagnostics (:mod:`lrne.diagnostics`), the estimate's cosine to backprop."""
     text = f"best {row['best_fitness']:.4g}  mean {row['fitness_mean']:.4g}"
     if "env_steps" in row:
         text += f"  {row['env_steps'] / row['seconds']:,.0f} env steps/s"
+    if "grad/cos" in row:
+        text += f"  cos(ĝ, −∇L) {row['grad/cos']:.3f} (gen {row['generation']})"
     return text
 
 
@@ -48,6 +51,7 @@ class ProgressBar(Callback):
             TimeElapsedColumn(),
         )
         self.bar = self.progress.add_task("run", total=total, info="")
+        self._diagnostics: dict[str, Any] = {}
 
     def __enter__(self) -> ProgressBar:
         self.progress.start()
@@ -60,7 +64,12 @@ class ProgressBar(Callback):
         self.progress.update(self.bar, completed=generation, info="compiling…")
 
     def on_generation(self, generation: int, row: Row, state: Any) -> None:
-        self.progress.update(self.bar, completed=generation + 1, info=self.describe(row))
+        # Diagnostics, measured every K generations, stay shown in between.
+        if any(name.startswith("grad/") for name in row):
+            self._diagnostics = {k: v for k, v in row.items() if k.startswith("grad/")}
+            self._diagnostics["generation"] = generation
+        shown = {**row, **self._diagnostics}
+        self.progress.update(self.bar, completed=generation + 1, info=self.describe(shown))
 
     def on_end(self, result: RunResult) -> None:
         self.progress.refresh()

@@ -168,3 +168,15 @@ def test_tasks_losses_are_minus_their_fitness_on_the_same_batch():
         fitness, _ = task.evaluate_members(task.member_keys(key, 1), one)
         loss = task.differentiable_loss(key, params)
         assert float(loss) == pytest.approx(-float(fitness[0]), rel=1e-5, abs=1e-6)
+
+
+def test_progress_bar_keeps_showing_the_last_cosine():
+    from lrne.callbacks import ProgressBar
+
+    bar = ProgressBar(3)
+    row = {"best_fitness": 1.0, "fitness_mean": 0.5, "seconds": 1.0}
+    bar.on_generation(0, {**row, "generation": 0}, None)
+    assert "cos" not in bar.progress.tasks[0].fields["info"]
+    bar.on_generation(1, {**row, "generation": 1, "grad/cos": 0.25}, None)
+    bar.on_generation(2, {**row, "generation": 2}, None)
+    assert "cos(ĝ, −∇L) 0.250 (gen 1)" in bar.progress.tasks[0].fields["info"]
