@@ -16,7 +16,7 @@ import importlib as _importlib
 from importlib import metadata as _metadata
 from typing import TYPE_CHECKING, Any
 
-from lrne import distributed, genome, nn, perturb, strategies, tasks, wrappers
+from lrne import distributed, genome, nn, normalization, perturb, strategies, tasks, wrappers
 from lrne.distributed import sharded_generation_step
 from lrne.ensemble import ensemble_predict
 from lrne.generation import fitness_stats, generation_step
@@ -29,6 +29,7 @@ from lrne.genome import (
     genome_bytes,
     materialize,
 )
+from lrne.normalization import normalized
 from lrne.runner import Callback, RunResult, evaluate_best, run
 from lrne.strategies import (
     ESState,
@@ -111,6 +112,8 @@ __all__ = [
     "materialize",
     "metropolis",
     "nn",
+    "normalization",
+    "normalized",
     "nres",
     "perturb",
     "pes",

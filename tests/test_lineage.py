@@ -120,23 +120,21 @@ def test_record_bytes_round_trip_and_bad_input():
 TWO_DEVICES = (
     TASK_CODE
     + """
-import numpy as np, sys
-sys.path.insert(0, "tests")
+import numpy as np
 from lrne.lineage import replay
 assert len(jax.devices()) == 2
 mesh = lrne.distributed.population_mesh()
-cases = {"ga": ("ga", {}, 2), "metropolis": ("metropolis", {}, 2),
-         "es_lowrank": ("es_lowrank", {}, 2), "nres": ("nres", {"horizon": 8}, 2)}
+# A chain (GA) and a fitness record (low-rank ES): the 2-device run's records replay
+# on one device. (1 and 2 devices give the same runs: tests/test_distributed.py.)
+cases = {"ga": ("ga", {}, 2), "es_lowrank": ("es_lowrank", {}, 2)}
 key = jax.random.key(3)
 for case, (name, overrides, rank) in cases.items():
     strategy, task = lrne.strategies.make(name, 16, **overrides), regression(rank)
-    sharded = lrne.run(strategy, task, key, 12, mesh=mesh)
-    single = lrne.run(strategy, task, key, 12)
+    sharded = lrne.run(strategy, task, key, 8, mesh=mesh)
     params = replay(sharded.lineage.record(key), strategy, task)
-    for a, b, c in zip(jax.tree.leaves(params), jax.tree.leaves(sharded.state.best_params),
-                       jax.tree.leaves(single.state.best_params), strict=True):
+    for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(sharded.state.best_params),
+                    strict=True):
         assert np.array_equal(np.asarray(a), np.asarray(b)), case
-        assert np.array_equal(np.asarray(a), np.asarray(c)), case
     print(case, "ok")
 """
 )
@@ -152,4 +150,4 @@ def test_records_of_a_two_device_run_replay_on_one():
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert proc.stdout.count(" ok") == 4
+    assert proc.stdout.count(" ok") == 2

@@ -86,7 +86,8 @@ def test_stop_then_resume_from_checkpoint_dir_is_bit_identical(tmp_path):
         strategy, TASK, key, 5, callbacks=[stopper], checkpoint_dir=tmp_path, checkpoint_every=2
     )
     assert stopped.generation == 3 and len(stopper.rows) == 3
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["2", "3"]  # every 2, and at the stop
+    # every 2, and at the stop; beside them the lineage log (lrne.lineage)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2", "3", "lineage.npz"]
     resumer = Record()
     resumed = lrne.run(strategy, TASK, key, 5, callbacks=[resumer], checkpoint_dir=tmp_path)
     assert resumer.start == 3 and [row["generation"] for row in resumed.history] == [3, 4]
@@ -113,7 +114,7 @@ def test_checkpoint_dir_of_another_run_is_refused_and_kept(tmp_path):
         )
     with pytest.raises(ValueError, match="generations"):
         lrne.run(strategy, TASK, jax.random.key(0), 1, checkpoint_dir=tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["2", "lineage.npz"]
 
 
 def test_the_mesh_path_gives_the_same_run():

@@ -49,7 +49,7 @@ def build_all(
 ) -> Built:
     """The strategy, task and model of resolved sections, cached (see :func:`build_task`)."""
     built_task, module = build_task(task, model, stamp)
-    return Built(strategy.build(built_task), built_task, module)
+    return Built(task.wrap(strategy.build(built_task)), built_task, module)
 
 
 @dataclass(frozen=True)

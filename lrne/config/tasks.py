@@ -53,6 +53,10 @@ class TaskSection(Section):
         """The keys ``names`` as keyword arguments of the task's class."""
         return {name: getattr(self, name) for name in names}
 
+    def wrap(self, strategy: Any) -> Any:
+        """The strategy the task is run with, from the one ``[strategy]`` builds: itself."""
+        return strategy
+
 
 class _RolloutTask(TaskSection):
     """Shared keys of the gymnax kinds (:class:`lrne.tasks.Gymnax`)."""
@@ -66,10 +70,19 @@ class _RolloutTask(TaskSection):
     early_exit: bool = library_default(Gymnax, "early_exit")
     # 0 = off (Gymnax's compaction=None)
     compaction: float = Field(library_default(Gymnax, "compaction"), ge=0, lt=1)
+    # Running mean/variance of the observations (lrne.normalized): the policy sees
+    # clip((obs - mean) / std, -5, 5), the statistics saved with the run.
+    normalize_observations: bool = False
 
     def make_env(self) -> tuple[Any, Any]:
         """``(env, env_params)``."""
         raise NotImplementedError
+
+    def wrap(self, strategy: Any) -> Any:
+        """With ``normalize_observations``: the strategy under :func:`lrne.normalized`."""
+        from lrne.normalization import normalized
+
+        return normalized(strategy) if self.normalize_observations else strategy
 
     def build(self, model: ModelSection | None) -> tuple[Any, Any]:
         from lrne.tasks import action_size

@@ -55,8 +55,11 @@ to a config). Keys are arguments of the factory, except:
   ``learning_rate`` (:func:`optimizer`);
 - ``elite_ratio``: ``num_elites = max(1, floor(elite_ratio · population_size))``
   (the meaning of evosax's ``elite_ratio``);
-- ``windows_per_episode``: ``truncation_length = horizon / windows_per_episode``
-  where that divides the horizon, else the horizon (one window).
+- ``windows_per_episode``: ``truncation_length`` is the largest divisor of the
+  horizon that is at most ``horizon / windows_per_episode`` (exactly that where it
+  divides): at least that many updates per episode. For RL the horizon is the
+  env's episode length (``task.horizon``: CartPole-v1 500 steps, W = 125; MinAtar
+  1000, W = 250); set ``truncation_length`` to update more often.
 
 The factory's own signature defaults (``noise_rank=0``, ``antithetic=True``, ...)
 are not restated here; :func:`defaults` adds them."""
@@ -144,7 +147,8 @@ def defaults(name: str, population_size: int, horizon: int | None = None) -> dic
         out["num_elites"] = max(1, int(ratio * population_size))
     windows = data.pop("windows_per_episode", None)
     if windows is not None and isinstance(horizon, int) and horizon > 0:
-        out["truncation_length"] = horizon // windows if horizon % windows == 0 else horizon
+        most = max(1, horizon // windows)
+        out["truncation_length"] = max(w for w in range(1, most + 1) if horizon % w == 0)
     out.update(data)
     return out
 

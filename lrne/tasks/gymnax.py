@@ -28,6 +28,7 @@ from gymnax.environments import spaces
 from lrne.errors import ArgumentError
 from lrne.genome import Population, PyTree
 from lrne.nn.layers import thin_kernels
+from lrne.normalization import MOMENTS, episode_moments, observe, policy_input, shift_of
 from lrne.nn.perturbed import apply, member_variables
 from lrne.tasks.base import Task
 
@@ -72,6 +73,7 @@ class _Slots(NamedTuple):
     ret: jax.Array
     length: jax.Array
     alive: jax.Array
+    moments: tuple | None = None  # (shift, sum, sq) of live observations (normalization)
 
 
 # Compaction works on chunks of slots: every chunk is stepped by the same compiled
@@ -173,8 +175,9 @@ class Gymnax(Task):
 
     def action(self, variables: PyTree, obs: PyTree) -> jax.Array:
         """The action one member (``variables``, any perturbation included) takes at ``obs``:
-        the argmax of its outputs (discrete), or ``tanh`` scaled to the action box."""
-        out = apply(self.policy, variables, obs)
+        the argmax of its outputs (discrete), or ``tanh`` scaled to the action box.
+        Variables with a normalizer (:mod:`lrne.normalization`) act on normalized ``obs``."""
+        out = apply(self.policy, *policy_input(variables, obs))
         if isinstance(self.action_space, spaces.Discrete):
             return jnp.argmax(out)
         low, high = self.action_space.low, self.action_space.high
@@ -200,6 +203,8 @@ class Gymnax(Task):
         actions = act(slots.obs)
         obs, env_state, reward, done = jax.vmap(self.env_step)(keys, slots.env_state, actions)
         alive = slots.alive
+        if slots.moments is not None:
+            slots = slots._replace(moments=observe(slots.moments, slots.obs, alive))
         return slots._replace(
             obs=obs,
             env_state=env_state,
@@ -235,7 +240,8 @@ class Gymnax(Task):
         Member ``m`` draws its episodes' randomness from ``keys[m]``.
 
         Metrics: ``env_steps`` (steps the episodes lived) and
-        ``env_steps_computed`` (slot-steps executed, including masked ones).
+        ``env_steps_computed`` (slot-steps executed, including masked ones); with a
+        normalizer in the shared variables, the live steps' ``observation_moments``.
         """
         num_members = keys.shape[0]
         per_member = self.num_episodes
@@ -244,6 +250,10 @@ class Gymnax(Task):
         member = episode // per_member
         keys = jax.vmap(lambda m, e: jax.random.fold_in(keys[m], e))(member, episode % per_member)
         slots = self.fresh_slots(keys)
+        shift = shift_of(population)
+        if shift is not None:  # sum the live observations (lrne.normalization)
+            zeros = jnp.zeros(slots.obs.shape, jnp.float32)
+            slots = slots._replace(moments=(jnp.broadcast_to(shift, zeros.shape), zeros, zeros))
 
         # With one chunk (total <= MIN_CHUNK) compaction has nothing to drop:
         # the single buffer runs the same steps and compiles less.
@@ -268,6 +278,8 @@ class Gymnax(Task):
 
         fitness = returns.reshape(num_members, per_member).mean(axis=1)
         metrics = {"env_steps": jnp.sum(lengths), "env_steps_computed": computed}
+        if shift is not None:
+            metrics[MOMENTS] = episode_moments(slots.moments, slots.episode, slots.length, total)
         return fitness, metrics
 
     def fresh_fitness(self, key: jax.Array, params: PyTree, num_episodes: int = 32) -> jax.Array:
