@@ -103,9 +103,11 @@ def merge(stats: RunningStats, batch: Moments, shift: jax.Array) -> RunningStats
     nothing.
     """
     n_b = batch.count.astype(jnp.float32)
-    safe = jnp.maximum(n_b, 1.0)
-    mean_b = shift + batch.sum / safe
-    m2_b = jnp.maximum(batch.sq - batch.sum * batch.sum / safe, 0.0)
+    # Times a reciprocal, not over a broadcast scalar: XLA rewrites the latter into
+    # the former in some programs only, which would change the last bit.
+    inverse = 1.0 / jnp.maximum(n_b, 1.0)
+    mean_b = shift + batch.sum * inverse
+    m2_b = jnp.maximum(batch.sq - batch.sum * batch.sum * inverse, 0.0)
     count = stats.count + n_b
     delta = mean_b - stats.mean
     share = n_b / jnp.maximum(count, 1.0)

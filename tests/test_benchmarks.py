@@ -50,7 +50,9 @@ RUNS = {
 @pytest.mark.parametrize(
     ("script", "keys"),
     [
-        (
+        # lrne's GA and evosax's SimpleGA side by side: test_ga, test_evosax_plugin
+        # (FactorizedGA follows the native trajectory); the harness: the quick runs below.
+        pytest.param(
             "ga_vs_evosax",
             {
                 "evosax_s_per_gen",
@@ -59,6 +61,7 @@ RUNS = {
                 "speedup_rank0",
                 "speedup_rank4",
             },
+            marks=pytest.mark.slow,
         ),
         ("early_exit", {"speedup_compaction", "identical_fraction"}),
         # Fresh processes that only compile: the compacted path is in test_gymnax_task.
@@ -94,7 +97,8 @@ RUNS = {
         ),
         # lrne.tasks.Function and member_params: test_contract, test_docs_pages.
         pytest.param("blackbox", {"arms"}, marks=pytest.mark.slow),
-        ("nres_lorenz", {"final_loss", "steps_to_threshold"}),
+        # NRES/PES learning Lorenz: test_online (test_online_es_learns_lorenz_parameters).
+        pytest.param("nres_lorenz", {"final_loss", "steps_to_threshold"}, marks=pytest.mark.slow),
         ("estimator_variance", {"variance", "nres_over_pes"}),
         # The chains' one-step statistics against the closed forms of GD: test_metropolis.
         pytest.param(
@@ -124,6 +128,10 @@ RUNS = {
         pytest.param("lm_train", {"curve", "final_eval_loss"}, marks=pytest.mark.slow),
         # Pixel Pendulum: test_vision.
         pytest.param("pixel_pendulum", {"curve", "final_return"}, marks=pytest.mark.slow),
+        # Records and their replay for every kind of strategy: test_lineage.
+        pytest.param("lineage", {"runs"}, marks=pytest.mark.slow),
+        # The estimator's cosine against its closed form and the callback: test_diagnostics.
+        pytest.param("diagnostics", {"cosine", "overhead"}, marks=pytest.mark.slow),
     ],
 )
 def test_quick_benchmark_writes_its_keys(script, keys):
