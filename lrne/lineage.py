@@ -75,6 +75,10 @@ class Record:
             (fitness records), else None.
         seeded: whether the initial params are ``task.init_params`` of the key;
             False: the run was given them, and :func:`replay` needs them too.
+        kept: variables collections of the answer that no replay rebuilds, kept as
+            they are (:func:`unreplayed`: e.g. the observation statistics of
+            :func:`lrne.normalized`, gathered from rollouts), by
+            ``"collection/name"``; :func:`replay` puts them back.
     """
 
     key: np.ndarray
@@ -82,6 +86,7 @@ class Record:
     chain: np.ndarray | None = None
     fitness: np.ndarray | None = None
     seeded: bool = True
+    kept: dict[str, np.ndarray] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         """The record as bytes: a JSON header and the zlib-compressed genes or fitness."""
@@ -93,10 +98,13 @@ class Record:
             "kind": "chain" if self.chain is not None else "fitness",
             "shape": list(body.shape),
             "seeded": self.seeded,
+            "kept": {k: [list(np.shape(x)), str(x.dtype)] for k, x in self.kept.items()},
         }
         text = json.dumps(header, separators=(",", ":")).encode()
         raw = np.ascontiguousarray(body).astype("<i4" if self.chain is not None else "<f4")
-        return _MAGIC + struct.pack("<I", len(text)) + text + zlib.compress(raw.tobytes(), 9)
+        kept = b"".join(np.ascontiguousarray(x).tobytes() for x in self.kept.values())
+        data = zlib.compress(raw.tobytes() + kept, 9)
+        return _MAGIC + struct.pack("<I", len(text)) + text + data
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Record:
@@ -111,12 +119,17 @@ class Record:
         (size,) = struct.unpack_from("<I", data, offset)
         header = json.loads(data[offset + 4 : offset + 4 + size])
         dtype = "<i4" if header["kind"] == "chain" else "<f4"
-        body = np.frombuffer(zlib.decompress(data[offset + 4 + size :]), dtype)
-        body = body.reshape(header["shape"]).astype(dtype[1:])
+        raw = zlib.decompress(data[offset + 4 + size :])
+        count = int(np.prod(header["shape"]))
+        body = np.frombuffer(raw, dtype, count).reshape(header["shape"]).astype(dtype[1:])
+        at, kept = 4 * count, {}
+        for name, (shape, kind) in header["kept"].items():
+            array = np.frombuffer(raw, kind, int(np.prod(shape)), at).reshape(shape)
+            kept[name], at = array.copy(), at + array.nbytes
         key = np.asarray(header["key"], np.uint32).reshape(header["key_shape"])
         chain = body if header["kind"] == "chain" else None
         fitness = body if header["kind"] == "fitness" else None
-        return cls(key, header["generations"], chain, fitness, header["seeded"])
+        return cls(key, header["generations"], chain, fitness, header["seeded"], kept)
 
     def save(self, path: str | Path) -> None:
         """Write :meth:`to_bytes` to ``path`` (atomically)."""
@@ -169,12 +182,16 @@ class Log:
             raise ValueError(f"the lineage log holds {held} < {generations} generations")
         return Log(self.chains, self.seeded, self.entries[:generations])
 
-    def record(self, key: jax.Array, member: int | None = None) -> Record:
+    def record(
+        self, key: jax.Array, member: int | None = None, kept: dict[str, np.ndarray] | None = None
+    ) -> Record:
         """The record of the run's answer (``member=None``) or of kept member ``member``.
 
         The answer is the best member seen (chain strategies) or the mean after
         the last generation (fitness records; ``member`` must then be None).
+        ``kept``: collections no replay rebuilds (:func:`unreplayed`).
         """
+        kept = {} if kept is None else kept
         key_data = np.asarray(jax.random.key_data(key))
         generations = len(self.entries)
         if not self.chains:
@@ -183,7 +200,7 @@ class Log:
             fitness = np.stack([e["fitness"] for e in self.entries]) if self.entries else None
             if fitness is None:
                 fitness = np.zeros((0, 0), np.float32)
-            return Record(key_data, generations, fitness=fitness, seeded=self.seeded)
+            return Record(key_data, generations, fitness=fitness, seeded=self.seeded, kept=kept)
         end = generations
         if member is None:  # the best member: kept member `best` of its last improvement
             improved = [g for g, e in enumerate(self.entries) if e["improved"]]
@@ -196,7 +213,7 @@ class Log:
                 genes.append((generation, int(entry["mutation"][member])))
             member = int(entry["parent"][member])
         chain = np.asarray(genes[::-1], np.int32).reshape(-1, 2)
-        return Record(key_data, generations, chain=chain, seeded=self.seeded)
+        return Record(key_data, generations, chain=chain, seeded=self.seeded, kept=kept)
 
     def save(self, path: str | Path) -> None:
         """Write the log to ``path`` (``.npz``, atomically)."""
@@ -253,7 +270,7 @@ def replay(record: Record, strategy: Strategy, task: Any, params: PyTree | None 
             at = state._replace(generation=jnp.asarray(generation, jnp.int32))
             key_ask = step_keys(generation_key(generation))[0]
             member = mutate(key_ask, at, member, jnp.asarray(index, jnp.int32))
-        return member
+        return _restored(member, record.kept)
 
     @jax.jit
     def step(state: Any, key: jax.Array, fitness: jax.Array) -> Any:
@@ -263,4 +280,33 @@ def replay(record: Record, strategy: Strategy, task: Any, params: PyTree | None 
 
     for generation, fitness in enumerate(record.fitness):
         state = step(state, generation_key(generation), jnp.asarray(fitness))
-    return state.best_params
+    return _restored(state.best_params, record.kept)
+
+
+def unreplayed(answer: PyTree, initial: PyTree) -> dict[str, np.ndarray]:
+    """The variables collections of ``answer`` that ``initial`` (the run's initial
+    params) lacks, flattened to ``"collection/name"``: what a strategy wrapper adds
+    from the rollouts (:func:`lrne.normalized`'s statistics), which no replay rebuilds."""
+    if not isinstance(answer, dict) or not isinstance(initial, dict):
+        return {}
+    kept = {}
+    for collection in sorted(set(answer) - set(initial)):
+        for path, leaf in jax.tree_util.tree_flatten_with_path(answer[collection])[0]:
+            name = "/".join(str(getattr(k, "key", k)) for k in path)
+            kept[f"{collection}/{name}"] = np.asarray(leaf)
+    return kept
+
+
+def _restored(params: PyTree, kept: dict[str, np.ndarray]) -> PyTree:
+    """``params`` with the :attr:`Record.kept` collections put back (each whole)."""
+    if not kept:
+        return params
+    params = dict(params)
+    fresh: dict[str, dict] = {}
+    for name, value in kept.items():
+        collection, *path = name.split("/")
+        node = fresh.setdefault(collection, {})
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = jnp.asarray(value)
+    return params | fresh

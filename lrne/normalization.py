@@ -177,16 +177,12 @@ def split_sum(x: jax.Array) -> jax.Array:
     return acc[0]
 
 
-def episode_moments(
-    moments: tuple, episode: jax.Array, lengths: jax.Array, total: int
-) -> Moments:
+def episode_moments(moments: tuple, episode: jax.Array, lengths: jax.Array, total: int) -> Moments:
     """A generation's :class:`Moments` from per-slot sums (slots in any order, each holding
     episode ``episode[i]``), summed over episodes in episode order (:func:`split_sum`)."""
     _, total_sum, sq = moments
     by_episode = lambda x: jnp.zeros((total, *x.shape[1:]), x.dtype).at[episode].set(x, mode="drop")
-    return Moments(
-        jnp.sum(lengths), split_sum(by_episode(total_sum)), split_sum(by_episode(sq))
-    )
+    return Moments(jnp.sum(lengths), split_sum(by_episode(total_sum)), split_sum(by_episode(sq)))
 
 
 class Watched(NamedTuple):

@@ -103,7 +103,11 @@ def test_every_config_runs_and_its_run_is_used(path, tmp_path, capsys):
     saved = lrne.load_run(run)
     assert saved.generation == 2 and saved.config == written
     template = saved.task.init_params(jax.random.key(0))
-    assert jax.tree.structure(saved.params) == jax.tree.structure(template)
+    # The params' collections, and a normalized run's observation statistics beside them.
+    normalized = getattr(written.task, "normalize_observations", False)
+    assert ("normalizer" in saved.params) == bool(normalized)
+    params = {k: v for k, v in saved.params.items() if k != "normalizer"}
+    assert jax.tree.structure(params) == jax.tree.structure(template)
     assert (saved.mean is None) == (config.strategy.name in ("ga", "ga_subspace", "metropolis"))
 
     # lrne eval re-scores them: with no --seed on summary.json's episodes, so the same numbers.

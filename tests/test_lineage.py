@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import lrne
-from lrne.lineage import Log, Record, replay
+from lrne.lineage import Log, Record, replay, unreplayed
 
 # A regression by a small MLP: continuous fitness, so the best improves often and
 # a GA elite's chain is long. rank=2: factorized weights (A·B); rank=0: dense.
@@ -113,6 +113,13 @@ def test_record_bytes_round_trip_and_bad_input():
     assert back.generations == 9 and back.seeded and back.fitness is None
     fit = Record(np.array([1, 2], np.uint32), 2, fitness=np.ones((2, 4), np.float32))
     np.testing.assert_array_equal(Record.from_bytes(fit.to_bytes()).fitness, fit.fitness)
+    # Collections no replay rebuilds (a normalized run's statistics) travel as they are.
+    answer = {"params": {"w": np.ones(3)}, "normalizer": {"mean": np.arange(4.0), "clip": 5.0}}
+    kept = unreplayed(answer, {"params": {"w": np.zeros(3)}})
+    assert sorted(kept) == ["normalizer/clip", "normalizer/mean"]
+    back = Record.from_bytes(Record(fit.key, 2, fitness=fit.fitness, kept=kept).to_bytes())
+    np.testing.assert_array_equal(back.fitness, fit.fitness)
+    np.testing.assert_array_equal(back.kept["normalizer/mean"], np.arange(4.0))
     with pytest.raises(ValueError, match="not an lrne lineage record"):
         Record.from_bytes(b"hello")
 

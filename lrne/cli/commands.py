@@ -85,6 +85,8 @@ def train(config: cfg.Config, resume: bool = False) -> dict[str, Any]:
 
     import lrne
     from lrne.callbacks import ProgressBar, TimeLimit
+    from lrne.generation import split_key
+    from lrne.lineage import unreplayed
 
     start = time.perf_counter()
     strategy, task, _ = config.build()
@@ -143,7 +145,11 @@ def train(config: cfg.Config, resume: bool = False) -> dict[str, Any]:
         "devices": len(devices),
     }
     title = f"lrne {config.strategy.name}, {config.task.kind}"
-    lineage = None if result.lineage is None else result.lineage.record(key_run)
+    lineage = None
+    if result.lineage is not None:
+        initial = task.init_params(split_key(key_run).params)
+        kept = unreplayed(state.best_params, initial)
+        lineage = result.lineage.record(key_run, kept=kept)
     if lineage is not None:
         summary["lineage_bytes"] = len(lineage.to_bytes())
     rundir.finish(output, state.best_params, log.rows, summary, title, lineage)

@@ -28,8 +28,8 @@ from gymnax.environments import spaces
 from lrne.errors import ArgumentError
 from lrne.genome import Population, PyTree
 from lrne.nn.layers import thin_kernels
-from lrne.normalization import MOMENTS, episode_moments, observe, policy_input, shift_of
 from lrne.nn.perturbed import apply, member_variables
+from lrne.normalization import MOMENTS, episode_moments, observe, policy_input, shift_of
 from lrne.tasks.base import Task
 
 
