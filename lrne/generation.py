@@ -48,7 +48,10 @@ def isolated(f: Callable[..., Any], key: jax.Array, state: Any, *args: Any) -> A
     can round differently in two programs. Inside a branch nothing from outside
     is fused, so ``ask`` and ``tell`` round alike in a generation step and in a
     replay of them from recorded fitness (:func:`lrne.lineage.replay`), and a
-    population is drawn once for both evaluation and ``tell``.
+    population is drawn once for both evaluation and ``tell``. Under ``vmap``
+    (a step mapped over seeds) the cond becomes a select of two identical
+    branches, which XLA merges: no extra work (measured on a GA over 8 seeds),
+    though the isolation is then gone.
     """
     # Always true (a generation counts up from 0), but not known to the compiler.
     return jax.lax.cond(state.generation >= 0, f, f, key, state, *args)
