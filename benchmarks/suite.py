@@ -8,6 +8,10 @@ budget each (default 3 minutes, compiling included):
   dense network, antithetic, centered ranks, Adam);
 - ``lrne_ga``: lrne factorized GA (registry ``ga``: every layer stored as A·B
   of rank 4, truncation selection with elites);
+- ``lrne_nres``: lrne noise-reuse online ES (registry ``nres``, Li et al. 2023:
+  rank-1 noise on the dense network, step-unlocked particles, the mean updated
+  every W steps of the env's episode instead of once per episode), on
+  normalized observations (``lrne.normalized``);
 - ``openes``: evosax 0.3 ``Open_ES`` (antithetic, centered ranks, Adam, dense
   noise), its members scored by the same lrne rollout as ``lrne_es``;
 - ``ppo``: rejax PPO with its default settings (64 envs × 64 steps, 8 epochs,
@@ -87,8 +91,18 @@ SWEEP: dict[str, list[dict[str, float]]] = {
     "lrne_es": [{"sigma": s, "population": p} for s in (0.03, 0.1) for p in (128, 512)],
     "openes": [{"sigma": s, "population": p} for s in (0.03, 0.1) for p in (128, 512)],
     "lrne_ga": [{"sigma": s, "population": p} for s in (0.1, 0.3) for p in (128, 512)],
+    # W: steps per update (a divisor of the env's episode length).
+    "lrne_nres": [
+        {"sigma": s, "population": p, "truncation_length": w}
+        for s in (0.03, 0.1)
+        for p, w in ((128, 50), (512, 100))
+    ],
 }
-METHODS = ("lrne_es", "lrne_ga", "openes", "ppo")
+METHODS = ("lrne_es", "lrne_ga", "lrne_nres", "openes", "ppo")
+LRNE = ("lrne_es", "lrne_ga", "lrne_nres")
+"""The lrne methods: the table's verdict takes the best of those run."""
+REQUIRED = ("lrne_es", "lrne_ga", "openes", "ppo")
+"""The methods every env has run (lrne_nres joined later, env by env)."""
 FULL = {
     "seconds": 180.0,
     "sweep_seconds": 30.0,
@@ -115,10 +129,12 @@ def lrne_config(method: str, env_id: str, setting: dict, seed: int, seconds: flo
 
     population = int(setting["population"])
     strategy: dict[str, Any] = {"population_size": population, "sigma": float(setting["sigma"])}
-    if method == "lrne_es":
+    if method in ("lrne_es", "lrne_nres"):
         strategy |= {"name": "es_lowrank", "noise_rank": 1, "optimizer": "adam"}
         strategy["learning_rate"] = ES_LEARNING_RATE
-    else:
+    if method == "lrne_nres":
+        strategy |= {"name": "nres", "truncation_length": int(setting["truncation_length"])}
+    if method == "lrne_ga":
         strategy |= {"name": "ga", "num_elites": max(1, population // 8)}
     data = {
         "run": {
@@ -133,6 +149,7 @@ def lrne_config(method: str, env_id: str, setting: dict, seed: int, seconds: flo
             "kind": "gymnax",
             "env": env_id,
             "num_episodes": ENVS[env_id].episodes_per_member,
+            **({"normalize_observations": True} if method == "lrne_nres" else {}),
         },
         "model": {
             "kind": "mlp",
@@ -153,11 +170,25 @@ def train_lrne(method: str, env_id: str, setting: dict, seed: int, seconds: floa
     clock = TimeLimit(seconds)
     # ES: the mean. GA: the top elite of the latest generation (elites are
     # re-scored every generation; the best-ever member is the luckiest episode).
-    answer = (lambda s: s.mean) if method == "lrne_es" else (lambda s: _first(s.elites))
+    answer = (lambda s: _first(s.elites)) if method == "lrne_ga" else (lambda s: s.mean)
     snapshots = Snapshots(clock, answer, snap, growing=True)
+    callbacks = [clock, snapshots]
+    if method == "lrne_nres":  # a window: every member steps W times
+        steps = int(setting["population"]) * int(setting["truncation_length"])
+        callbacks.insert(0, WindowSteps(steps))
     key = run_keys(config.run.seed)[0]  # the key `lrne train` derives from the seed
-    lrne.run(strategy, task, key, config.run.generations, callbacks=[clock, snapshots])
+    lrne.run(strategy, task, key, config.run.generations, callbacks=callbacks)
     return snapshots, task
+
+
+class WindowSteps(lrne.runner.Callback):
+    """Adds an online ES's env steps per window (population × W) to each row."""
+
+    def __init__(self, steps: int) -> None:
+        self.steps = steps
+
+    def on_generation(self, generation: int, row: dict, state: Any) -> None:
+        row["env_steps"] = self.steps
 
 
 def _first(tree: Any) -> Any:
@@ -381,7 +412,7 @@ def sweep(method: str, env_id: str, grid: list[dict], seconds: float, snap: floa
         print(f"  sweep {method} {setting}: {scored['final_return']:.1f}", flush=True)
     rank = lambda row: (row["final_return"], -(row["seconds_to_threshold"] or math.inf))
     best = max(rows, key=rank)
-    return {"rows": rows, "best": {k: best[k] for k in ("sigma", "population")}}
+    return {"rows": rows, "best": {k: best[k] for k in grid[0]}}
 
 
 def plot(env_id: str, result: dict, path: Path) -> None:
@@ -479,17 +510,19 @@ def load(suffix: str = "") -> dict:
 LABELS = {
     "lrne_es": "lrne low-rank ES",
     "lrne_ga": "lrne factorized GA",
+    "lrne_nres": "lrne online ES (NRES)",
     "openes": "evosax Open_ES",
     "ppo": "rejax PPO",
 }
 
 
 def gaps(result: dict) -> dict[str, float] | None:
-    """The better lrne method's mean final return minus each baseline's; None until all ran."""
+    """The best lrne method's mean final return minus each baseline's; None until the
+    :data:`REQUIRED` methods ran."""
     means = {m: e["final_return"]["mean"] for m, e in result["methods"].items()}
-    if set(means) != set(METHODS):
+    if not set(REQUIRED) <= set(means):
         return None
-    best = max(means["lrne_es"], means["lrne_ga"])
+    best = max(means[m] for m in LRNE if m in means)
     return {other: best - means[other] for other in ("openes", "ppo")}
 
 
@@ -514,8 +547,10 @@ def table(results: dict) -> str:
         "± 95% CI over seeds). Time to threshold: median over the seeds that reached it "
         "(k/n seeds), from snapshots at growing gaps (a quarter of the time so far, 0.5 s to "
         "10 s) scored off the clock on 32 episodes; the clock starts before compiling. "
-        "Settings: the best of a σ × population sweep (30 s each, one seed) for the three "
-        "evolutionary methods (`sweep` in each JSON); rejax PPO defaults.",
+        "Settings: the best of a σ × population sweep (30 s each, one seed; NRES also "
+        "sweeps its truncation W) for the evolutionary methods (`sweep` in each JSON); "
+        "rejax PPO defaults. Updates: generations (ES, GA) or truncation windows (NRES) "
+        "made per run; NRES runs on normalized observations.",
         "",
         "| env (threshold) | " + " | ".join(LABELS.values()) + " | best lrne vs Open_ES / PPO |",
         "| --- | " + " | ".join("---:" for _ in LABELS) + " | --- |",
@@ -536,10 +571,13 @@ def table(results: dict) -> str:
             if reached:
                 cell += f"<br>{entry['median_seconds_to_threshold']:.0f} s ({reached}/{seeds})"
             cell += f"<br>{entry['env_steps'] / 1e6:.1f} M steps"
+            if method in LRNE and "updates" in entry["runs"][0]:
+                updates = np.mean([r["updates"] for r in entry["runs"]])
+                cell += f"<br>{updates:,.0f} updates"
             cells.append(cell)
         gap = gaps(result)
         if gap is None:  # some methods run so far (`--methods`): no verdict yet
-            cells.append(f"{len(result['methods'])} of {len(LABELS)} methods run")
+            cells.append(f"{len(result['methods'])} of {len(REQUIRED)} methods run")
         else:
             cells.append(" / ".join(f"{'≥' if g >= 0 else '<'} ({g:+.1f})" for g in gap.values()))
         lines.append(f"| {env} ({result['threshold']:g}) | " + " | ".join(cells) + " |")
