@@ -1,13 +1,10 @@
 """Seed-lineage records (lrne.lineage): a run's answer rebuilt bit for bit from its seed
 and a few bytes, for every kind of strategy, resumed runs and 2 devices."""
 
-import os
-import subprocess
-import sys
-
 import jax
 import numpy as np
 import pytest
+from devices import run_on_devices
 
 import lrne
 from lrne.lineage import Log, Record, replay, unreplayed
@@ -148,13 +145,4 @@ for case, (name, overrides, rank) in cases.items():
 
 
 def test_records_of_a_two_device_run_replay_on_one():
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    proc = subprocess.run(
-        [sys.executable, "-c", TWO_DEVICES],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "XLA_FLAGS": flags, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert proc.stdout.count(" ok") == 2
+    assert run_on_devices(TWO_DEVICES, 2).count(" ok") == 2

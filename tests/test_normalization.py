@@ -1,14 +1,11 @@
 """Observation normalization (lrne.normalization): Welford statistics of live steps,
 carried in the run state (resume, extend, 2 devices: the same bits), frozen when scoring."""
 
-import os
-import subprocess
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from devices import run_on_devices
 
 import lrne
 from lrne.genome import Population
@@ -207,13 +204,4 @@ for name in ("ga", "nres"):
 
 
 def test_two_devices_equal_one():
-    flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
-    proc = subprocess.run(
-        [sys.executable, "-c", TWO_DEVICES],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "XLA_FLAGS": flags, "TF_CPP_MIN_LOG_LEVEL": "2"},
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert proc.stdout.count(" ok") == 2
+    assert run_on_devices(TWO_DEVICES, 2).count(" ok") == 2
