@@ -132,10 +132,15 @@ def ga(
             mask_key=key if static else None,
         )
 
+    def dynamic_mask_key(key: jax.Array, child: jax.Array) -> jax.Array:
+        """Child ``child``'s subspace-mask key under dynamic masks, from the ask key."""
+        return jax.random.fold_in(jax.random.fold_in(key, 1), child)
+
     def mask_keys(key: jax.Array, state: GAState, parents: jax.Array) -> tuple[jax.Array, GAState]:
-        """Each child's subspace-mask key: by lineage (static masks) or by child index."""
+        """Each child's subspace-mask key (``key``: the ask key): by lineage (static masks)
+        or by child index (:func:`dynamic_mask_key`)."""
         if not static:
-            return jax.vmap(jax.random.fold_in, (None, 0))(key, jnp.arange(num_children)), state
+            return jax.vmap(dynamic_mask_key, (None, 0))(key, jnp.arange(num_children)), state
         lineage = lineage_ids(state.lineage[parents], state.generation, population_size, num_elites)
         state = state._replace(population_lineage=jnp.concatenate([state.lineage, lineage]))
         return jax.vmap(jax.random.fold_in, (None, 0))(state.mask_key, lineage), state
@@ -173,12 +178,11 @@ def ga(
         return jax.tree.unflatten(treedef, children)
 
     def mutate(key: jax.Array, state: GAState, params: PyTree, child: jax.Array) -> PyTree:
-        mask_key = jax.random.fold_in(jax.random.fold_in(key, 1), child)
-        return mutated(key, state, params, child, mask_key)
+        return mutated(key, state, params, child, dynamic_mask_key(key, child))
 
     def ask(key: jax.Array, state: GAState) -> tuple[Population, GAState]:
         parents = jax.random.randint(jax.random.split(key)[0], (num_children,), 0, num_elites)
-        mask_key, state = mask_keys(jax.random.fold_in(key, 1), state, parents)
+        mask_key, state = mask_keys(key, state, parents)
         clones = jax.tree.map(lambda x: x[parents], state.elites)
         child = jnp.arange(num_children)
         children = jax.vmap(mutated, (None, None, 0, 0, 0))(key, state, clones, child, mask_key)
