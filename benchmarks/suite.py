@@ -118,6 +118,14 @@ TARGETS = {
 }
 
 
+def window(env_id: str, setting: dict) -> int:
+    """The swept W where it divides the env's episode length, else the largest divisor
+    below it (the registry's rule): MountainCarContinuous-v0's 999 steps take W = 37."""
+    horizon = int(make_env(env_id)[1].max_steps_in_episode)
+    most = int(setting["truncation_length"])
+    return max(w for w in range(1, most + 1) if horizon % w == 0)
+
+
 def lrne_config(method: str, env_id: str, setting: dict, seed: int, seconds: float):
     """The ``lrne train`` config of one lrne run: what ``configs/suite/`` holds.
 
@@ -466,6 +474,8 @@ def run(args) -> dict:
         setting: dict = {}
         if method in SWEEP:
             grid = SWEEP[method][:1] if args.quick else SWEEP[method]
+            if method == "lrne_nres":
+                grid = [{**g, "truncation_length": window(args.env, g)} for g in grid]
             entry["sweep"] = sweep(
                 method, args.env, grid, args.sweep_seconds, args.snapshot_seconds
             )
