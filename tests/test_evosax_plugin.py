@@ -2,10 +2,8 @@
 
 import inspect
 import math
-import re
 import subprocess
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -723,11 +721,3 @@ def test_defaults_are_the_registry_defaults():
     assert nres.truncation_length == expected["truncation_length"]
     assert nres.default_params == type(nres.default_params)(T=40, K=expected["truncation_length"])
     assert float(nres.std_schedule(0)) == expected["sigma"]
-
-
-def test_the_docs_page_runs():
-    text = (Path(__file__).resolve().parent.parent / "docs" / "evosax.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
-    assert blocks
-    for block in blocks:
-        exec(compile(block, "docs/evosax.md", "exec"), {})
