@@ -91,9 +91,11 @@ SWEEP: dict[str, list[dict[str, float]]] = {
     "lrne_es": [{"sigma": s, "population": p} for s in (0.03, 0.1) for p in (128, 512)],
     "openes": [{"sigma": s, "population": p} for s in (0.03, 0.1) for p in (128, 512)],
     "lrne_ga": [{"sigma": s, "population": p} for s in (0.1, 0.3) for p in (128, 512)],
-    # W: steps per update (a divisor of the env's episode length).
+    # W: steps per update (a divisor of the env's episode length); observation
+    # normalization on or off.
     "lrne_nres": [
-        {"sigma": s, "population": p, "truncation_length": w}
+        {"sigma": s, "population": p, "truncation_length": w, "normalize": n}
+        for n in (True, False)
         for s in (0.03, 0.1)
         for p, w in ((128, 50), (512, 100))
     ],
@@ -157,7 +159,11 @@ def lrne_config(method: str, env_id: str, setting: dict, seed: int, seconds: flo
             "kind": "gymnax",
             "env": env_id,
             "num_episodes": ENVS[env_id].episodes_per_member,
-            **({"normalize_observations": True} if method == "lrne_nres" else {}),
+            **(
+                {"normalize_observations": bool(setting["normalize"])}
+                if method == "lrne_nres"
+                else {}
+            ),
         },
         "model": {
             "kind": "mlp",
@@ -408,11 +414,19 @@ def score(act, env_id: str, snapshots: Snapshots, seed: int, episodes: int) -> d
     }
 
 
-def sweep(method: str, env_id: str, grid: list[dict], seconds: float, snap: float) -> dict:
+def sweep(
+    method: str, env_id: str, grid: list[dict], seconds: float, snap: float, measured=()
+) -> dict:
     """Each setting of ``grid`` for ``seconds``, seed 100: the best by fresh return,
-    ties broken by the earlier time to the threshold."""
+    ties broken by the earlier time to the threshold. ``measured``: rows of an
+    earlier sweep (``--extend``), kept for the settings they hold, not rerun."""
     rows = []
     for setting in grid:
+        kept = [row for row in measured if {k: row.get(k) for k in setting} == setting]
+        if kept:
+            rows.append(kept[0])
+            print(f"  sweep {method} {setting}: {kept[0]['final_return']:.1f} (kept)", flush=True)
+            continue
         snapshots, act = train(method, env_id, setting, 100, seconds, snap)
         scored = score(act, env_id, snapshots, 100, CURVE_EPISODES)
         keep = ("final_return", "seconds_to_threshold", "env_steps")
@@ -448,6 +462,12 @@ def plot(env_id: str, result: dict, path: Path) -> None:
 def arguments(parser) -> None:
     parser.add_argument("--env", choices=sorted(ENVS), help="the env to run (required)")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--extend",
+        action="store_true",
+        help="a grown grid: keep the committed sweep rows of the settings they hold "
+        "and, when the best setting is unchanged, the committed runs",
+    )
 
 
 def output(args) -> str:
@@ -468,18 +488,26 @@ def run(args) -> dict:
         "network": f"MLP {HIDDEN} tanh (GA: rank {GA_RANK} factors)",
         "methods": {},
     }
+    earlier = read(args.output)
     for method in args.methods:
         print(f"{args.env} {method}", flush=True)
         entry: dict[str, Any] = {"machine": machine()}
+        before = (earlier or {}).get("methods", {}).get(method, {}) if args.extend else {}
         setting: dict = {}
         if method in SWEEP:
             grid = SWEEP[method][:1] if args.quick else SWEEP[method]
             if method == "lrne_nres":
                 grid = [{**g, "truncation_length": window(args.env, g)} for g in grid]
+            measured = before.get("sweep", {}).get("rows", [])
             entry["sweep"] = sweep(
-                method, args.env, grid, args.sweep_seconds, args.snapshot_seconds
+                method, args.env, grid, args.sweep_seconds, args.snapshot_seconds, measured
             )
             setting = entry["sweep"]["best"]
+        if before.get("setting") == setting and len(before.get("runs", [])) == args.seeds:
+            # The grown grid changed nothing: the runs of that setting stand as measured.
+            print(f"  runs of {setting} kept", flush=True)
+            result["methods"][method] = {**before, "sweep": entry["sweep"]}
+            continue
         entry["setting"] = setting or "rejax PPO defaults"
         if method.startswith("lrne") and not args.quick:
             entry["config"] = write_config(
@@ -502,7 +530,6 @@ def run(args) -> dict:
         entry["median_seconds_to_threshold"] = float(np.median(reached)) if reached else None
         entry["env_steps"] = float(np.mean([r["env_steps"] for r in runs]))
         result["methods"][method] = entry
-    earlier = read(args.output)
     if earlier is not None and set(args.methods) != set(METHODS):
         # A rerun of some methods: keep the others' runs from the earlier file,
         # each with the machine it ran on (the envelope's machine is this run's).
