@@ -10,8 +10,8 @@ budget each (default 3 minutes, compiling included):
   of rank 4, truncation selection with elites);
 - ``lrne_nres``: lrne noise-reuse online ES (registry ``nres``, Li et al. 2023:
   rank-1 noise on the dense network, step-unlocked particles, the mean updated
-  every W steps of the env's episode instead of once per episode), on
-  normalized observations (``lrne.normalized``);
+  every W steps of the env's episode instead of once per episode), with or
+  without normalized observations (``lrne.normalized``; swept);
 - ``openes``: evosax 0.3 ``Open_ES`` (antithetic, centered ranks, Adam, dense
   noise), its members scored by the same lrne rollout as ``lrne_es``;
 - ``ppo``: rejax PPO with its default settings (64 envs × 64 steps, 8 epochs,
@@ -587,9 +587,9 @@ def table(results: dict) -> str:
         "(k/n seeds), from snapshots at growing gaps (a quarter of the time so far, 0.5 s to "
         "10 s) scored off the clock on 32 episodes; the clock starts before compiling. "
         "Settings: the best of a σ × population sweep (30 s each, one seed; NRES also "
-        "sweeps its truncation W) for the evolutionary methods (`sweep` in each JSON); "
-        "rejax PPO defaults. Updates: generations (ES, GA) or truncation windows (NRES) "
-        "made per run; NRES runs on normalized observations.",
+        "sweeps its truncation W and observation normalization on/off) for the "
+        "evolutionary methods (`sweep` in each JSON); rejax PPO defaults. Updates: "
+        "generations (ES, GA) or truncation windows (NRES) made per run.",
         "",
         "| env (threshold) | " + " | ".join(LABELS.values()) + " | best lrne vs Open_ES / PPO |",
         "| --- | " + " | ".join("---:" for _ in LABELS) + " | --- |",
