@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import functools
 import time
+import warnings
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -97,13 +99,20 @@ LINEAGE_FILE = "lineage.npz"
 
 
 def _restore_lineage(fresh: Log | None, path: Path, generations: int) -> Log | None:
-    """The saved lineage log of a resumed run, cut to its ``generations``; None if it
-    has none (a run started from a given state, or an older lrne's)."""
-    if fresh is None or not path.is_file():
+    """The saved lineage log of a resumed run, cut to its ``generations``; None for a
+    run that keeps none (started from a given state). A checkpoint directory without a
+    usable log (an older lrne's, a file removed or cut short) resumes without one,
+    with a warning: the resumed run's ``lineage`` is None, not a partial record."""
+    if fresh is None:
         return None
     try:
         return Log.load(path).truncate(generations)
-    except ValueError:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        warnings.warn(
+            f"resuming without a lineage record: {str(path)!r} does not hold the "
+            f"{generations} generations restored ({error})",
+            stacklevel=3,
+        )
         return None
 
 

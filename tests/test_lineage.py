@@ -89,6 +89,23 @@ def test_a_resumed_run_keeps_its_lineage(tmp_path):
     assert same(replay(record, strategy, task), straight.state.best_params)
 
 
+@pytest.mark.parametrize("damage", ["removed", "cut_short"])
+def test_a_resume_without_a_usable_log_warns_and_keeps_no_record(damage, tmp_path):
+    strategy, task = build("ga_dense")
+    key = jax.random.key(5)
+    lrne.run(strategy, task, key, 4, checkpoint_dir=tmp_path)
+    path = tmp_path / "lineage.npz"
+    if damage == "removed":
+        path.unlink()
+    else:  # a log of 2 generations beside a checkpoint of 4
+        log = Log.load(path)
+        Log(log.chains, log.seeded, log.entries[:2]).save(path)
+    with pytest.warns(UserWarning, match="resuming without a lineage record"):
+        resumed = lrne.run(strategy, task, key, 6, checkpoint_dir=tmp_path)
+    assert resumed.history[0]["generation"] == 4  # it did resume
+    assert resumed.lineage is None  # not a record missing its first generations
+
+
 def test_a_run_given_its_params_needs_them_to_replay():
     strategy, task = build("es_dense")
     key = jax.random.key(6)
