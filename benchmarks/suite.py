@@ -142,8 +142,10 @@ def lrne_config(method: str, env_id: str, setting: dict, seed: int, seconds: flo
     if method in ("lrne_es", "lrne_nres"):
         strategy |= {"name": "es_lowrank", "noise_rank": 1, "optimizer": "adam"}
         strategy["learning_rate"] = ES_LEARNING_RATE
+    task = {"kind": "gymnax", "env": env_id, "num_episodes": ENVS[env_id].episodes_per_member}
     if method == "lrne_nres":
         strategy |= {"name": "nres", "truncation_length": int(setting["truncation_length"])}
+        task["normalize_observations"] = bool(setting["normalize"])
     if method == "lrne_ga":
         strategy |= {"name": "ga", "num_elites": max(1, population // 8)}
     data = {
@@ -155,16 +157,7 @@ def lrne_config(method: str, env_id: str, setting: dict, seed: int, seconds: flo
             "output": f"runs/suite/{env_id}_{method}",
         },
         "strategy": strategy,
-        "task": {
-            "kind": "gymnax",
-            "env": env_id,
-            "num_episodes": ENVS[env_id].episodes_per_member,
-            **(
-                {"normalize_observations": bool(setting["normalize"])}
-                if method == "lrne_nres"
-                else {}
-            ),
-        },
+        "task": task,
         "model": {
             "kind": "mlp",
             "hidden": list(HIDDEN),
