@@ -215,7 +215,10 @@ def reference_log_p(task: Stream, kind: str, population: Population) -> jax.Arra
     return jax.vmap(one)(population.members)
 
 
-@pytest.mark.parametrize("model_name", ["mlp", "cnn"])
+# The MLP under -m slow: its Dense layers' forward against explicit W + δ is
+# test_stock_layer_forward_equals_explicit_w_plus_delta, and a stock MLP runs
+# under every registry strategy in test_contract; the CNN here covers the rest.
+@pytest.mark.parametrize("model_name", [pytest.param("mlp", marks=pytest.mark.slow), "cnn"])
 @pytest.mark.parametrize("kind", KINDS)
 def test_stock_model_under_each_strategy(kind, model_name):
     task = stream(model_name)

@@ -51,7 +51,7 @@ RUNS = {
     ("script", "keys"),
     [
         # lrne's GA and evosax's SimpleGA side by side: test_ga, test_evosax_plugin
-        # (FactorizedGA follows the native trajectory); the harness: the quick runs below.
+        # (FactorizedGA follows the native trajectory); the harness: the quick run below.
         pytest.param(
             "ga_vs_evosax",
             {
@@ -76,7 +76,12 @@ RUNS = {
             {"lowrank", "dense_noise"},
             marks=pytest.mark.slow,
         ),
-        ("es_memory", {"lrne_es_bytes", "lrne_nres_bytes", "dense_bytes"}),
+        # Member bytes of ES and NRES: test_contract (stock layers' low-rank bytes).
+        pytest.param(
+            "es_memory",
+            {"lrne_es_bytes", "lrne_nres_bytes", "dense_bytes"},
+            marks=pytest.mark.slow,
+        ),
         # Chunked scoring and noise drawn per chunk, against the stored-noise run: test_chunked.
         pytest.param(
             "hyperscale",
@@ -99,7 +104,8 @@ RUNS = {
         pytest.param("blackbox", {"arms"}, marks=pytest.mark.slow),
         # NRES/PES learning Lorenz: test_online (test_online_es_learns_lorenz_parameters).
         pytest.param("nres_lorenz", {"final_loss", "steps_to_threshold"}, marks=pytest.mark.slow),
-        ("estimator_variance", {"variance", "nres_over_pes"}),
+        # NRES's and PES's estimates against full ES and the analytic gradient: test_online.
+        pytest.param("estimator_variance", {"variance", "nres_over_pes"}, marks=pytest.mark.slow),
         # The chains' one-step statistics against the closed forms of GD: test_metropolis.
         pytest.param(
             "correspondence",

@@ -37,7 +37,14 @@ RENDERED = {
 }
 # The one benchmark-written config run end to end: the factorized MinAtar CNN under the GA.
 PAPER_A_BREAKOUT = CONFIG_DIR / "paper_a" / "breakout_factorized.toml"
-RUN = [*CONFIGS, PAPER_A_BREAKOUT]
+# Under -m slow: its strategy and task run through `lrne train` in
+# test_a_run_started_from_its_config_toml_reproduces_it, its file loads in
+# test_config, and its run directory's use is the other configs' (ES included).
+SLOW = {"cartpole_es_lowrank"}
+RUN = [
+    pytest.param(p, id=p.stem, marks=[pytest.mark.slow] if p.stem in SLOW else [])
+    for p in [*CONFIGS, PAPER_A_BREAKOUT]
+]
 TEXT = "ROMEO: to be or not to be, that is the question.\nJULIET: whether 'tis nobler.\n" * 12
 
 
@@ -75,7 +82,7 @@ def test_benchmark_configs_load_and_round_trip(path):
     assert cfg.Config.from_dict(tomllib.loads(config.to_toml())) == config
 
 
-@pytest.mark.parametrize("path", RUN, ids=[p.stem for p in RUN])
+@pytest.mark.parametrize("path", RUN)
 def test_every_config_runs_and_its_run_is_used(path, tmp_path, capsys):
     config = cfg.load(path)
     run = tmp_path / "run"

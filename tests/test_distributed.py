@@ -143,10 +143,11 @@ def _wait(proc: subprocess.Popen) -> None:
 
 # One strategy per code path of the sharded step: replicated state (ES with
 # low-rank noise, also over 4 devices and two processes), online ES with Local
-# inner states (NRES; TES, which also scores unperturbed copies). The GA's
-# sharded step (replicated state too) is covered by test_resume's run on 2
-# devices resumed on 1, bit for bit, and runs here under -m slow.
-REPRESENTATIVE = ("es_lowrank", "nres", "tes")
+# inner states (TES, which also scores unperturbed copies; NRES, PES and FullES
+# share its online step). The GA's sharded step (replicated state too) is
+# covered by test_resume's run on 2 devices resumed on 1, bit for bit; every
+# other strategy runs here under -m slow.
+REPRESENTATIVE = ("es_lowrank", "tes")
 
 
 def _check_runs(runs: dict, names) -> None:

@@ -31,7 +31,7 @@ def _name(page: Path) -> str:
 
 def _ga_solves_cartpole(ns: dict) -> None:
     assert float(ns["metrics"]["best_fitness"]) >= 475.0
-    assert ns["history"]["best_fitness"].shape == (20,)
+    assert ns["history"]["best_fitness"].shape == (5,)
     assert jax.tree.leaves(ns["factors"])  # factorize gave factors of the dense params
 
 

@@ -119,10 +119,15 @@ def evosax_run(name, cls, scan):
     assert np.all(np.isfinite(log))
 
 
+# Both under -m slow: each registered name built with evosax's arguments alone is
+# test_evosax_base_api; loop and scan runs, with stronger checks,
+# test_loop_equals_scan_and_the_archive_is_the_best_seen.
+@pytest.mark.slow
 def test_evosax_run(registered):
     evosax_run(*registered, scan=False)
 
 
+@pytest.mark.slow
 def test_evosax_run_scan(registered):
     evosax_run(*registered, scan=True)
 

@@ -386,6 +386,10 @@ def test_loader_without_network_says_what_to_do(tmp_path, monkeypatch):
         lrne.tasks.load_tinyshakespeare(cache_dir=str(tmp_path))
 
 
+# Under -m slow: a factorized transformer's ES members score the loss of their
+# explicit weights in test_population_fitness_matches_member_losses_ga_and_es, and
+# each perturbed layer's forward equals W + δ in test_es and test_any_flax_model.
+@pytest.mark.slow
 def test_lowrank_es_member_equals_its_explicit_dense_weights():
     """A member's forward with its rank-1 perturbation (never formed) equals the
     unperturbed model run on the explicit dense weights W + δ, embedding and

@@ -145,9 +145,10 @@ import numpy as np
 from lrne.lineage import replay
 assert len(jax.devices()) == 2
 mesh = lrne.distributed.population_mesh()
-# A chain (GA) and a fitness record (low-rank ES): the 2-device run's records replay
-# on one device. (1 and 2 devices give the same runs: tests/test_distributed.py.)
-cases = {"ga": ("ga", {}, 2), "es_lowrank": ("es_lowrank", {}, 2)}
+# A fitness record (low-rank ES): the 2-device run's record replays on one device.
+# (1 and 2 devices give the same runs, the GA's included: tests/test_distributed.py,
+# tests/test_resume.py; a GA's chain replays: test_replay_rebuilds_the_answer_bit_for_bit.)
+cases = {"es_lowrank": ("es_lowrank", {}, 2)}
 key = jax.random.key(3)
 for case, (name, overrides, rank) in cases.items():
     strategy, task = lrne.strategies.make(name, 16, **overrides), regression(rank)
@@ -162,4 +163,4 @@ for case, (name, overrides, rank) in cases.items():
 
 
 def test_records_of_a_two_device_run_replay_on_one():
-    assert run_on_devices(TWO_DEVICES, 2).count(" ok") == 2
+    assert run_on_devices(TWO_DEVICES, 2).count(" ok") == 1

@@ -118,7 +118,8 @@ def test_only_live_steps_are_counted(early_exit):
     assert MOMENTS not in metrics and np.array_equal(scored, fitness)
 
 
-@pytest.mark.parametrize("name", ["ga", "es", "nres"])
+# The GA under -m slow: its statistics come from the same offline hook as the ES's.
+@pytest.mark.parametrize("name", [pytest.param("ga", marks=pytest.mark.slow), "es", "nres"])
 def test_resumed_and_extended_runs_equal_a_straight_run(name, tmp_path):
     strategy, key = STRATEGIES[name], jax.random.key(4)
     straight = lrne.run(strategy, TASK, key, 6)
@@ -191,7 +192,11 @@ import numpy as np
 assert len(jax.devices()) == 2
 mesh = lrne.distributed.population_mesh()
 task, key = cartpole(), jax.random.key(9)
-for name in ("ga", "nres"):
+# NRES: statistics from the online unroll, inner states split over the devices.
+# (A GA's come from the offline hook, the same as on one device; 1 and 2 devices
+# give the same GA run: tests/test_resume.py; the merge's split-invariance:
+# test_split_sum_is_the_same_bits_for_either_half.)
+for name in ("nres",):
     s = strategy(name)
     sharded = lrne.run(s, task, key, 3, mesh=mesh)
     single = lrne.run(s, task, key, 3)
@@ -204,4 +209,4 @@ for name in ("ga", "nres"):
 
 
 def test_two_devices_equal_one():
-    assert run_on_devices(TWO_DEVICES, 2).count(" ok") == 2
+    assert run_on_devices(TWO_DEVICES, 2).count(" ok") == 1
