@@ -2,23 +2,18 @@
 
 The suite's gymnax adapter for rejax and its shared evaluator, paper_a's
 measured mutation size and matched σ, lm_train's reference entropies, and the
-floor's env-only and forward-only loops.
+floor's env-only and forward-only loops (modules of benchmarks/, on pytest's pythonpath).
 """
 
 import math
-import sys
-from pathlib import Path
-
-import jax
-import jax.numpy as jnp
-import numpy as np
-import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
 
 import floor
+import jax
+import jax.numpy as jnp
 import lm_train
+import numpy as np
 import paper_a
+import pytest
 import suite
 
 import lrne

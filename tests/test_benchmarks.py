@@ -6,13 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import harness  # benchmarks/harness.py (pytest's pythonpath)
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
-sys.path.insert(0, str(BENCH))
-
-import harness  # noqa: E402 (benchmarks/ is a directory of scripts, not a package)
 
 
 def benchmarks(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:

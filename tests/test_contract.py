@@ -3,7 +3,9 @@
 For every registered strategy, on one policy that mixes both kinds of genome
 leaf: lrne's factorized ``Dense(rank=2)`` (a ``Factors`` node) → tanh → a stock
 ``flax.linen.Dense`` (a plain kernel). (Each layer's forward against explicit
-dense weights: tests/test_nn.py and tests/test_any_flax_model.py.)
+dense weights: tests/test_nn.py and tests/test_any_flax_model.py. Under
+``-m slow`` the same contract also runs on a policy of stock flax.linen layers
+alone.)
 
 - the generation step jits and compiles once over many generations
   (``chex.assert_max_traces``); a Python loop over it equals ``lax.scan`` over
@@ -68,6 +70,14 @@ class MixedPolicy(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         return nn.Dense(1)(jnp.tanh(lrne.nn.Dense(8, rank=2)(x)))
+
+
+class StockPolicy(nn.Module):
+    """A user's policy, built from flax.linen alone (no Factors node)."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return nn.Dense(1)(jnp.tanh(nn.Dense(8)(x)))
 
 
 def _common(keys: jax.Array) -> jax.Array:
@@ -178,13 +188,19 @@ def check_the_model_consumes_the_members(name, start, states, history):
     assert any(moved), f"{name}: best_params is still the initial params"
 
 
-def test_contract(strategy_name):
-    task = CommonNoise("Pendulum-v1", MixedPolicy(), max_steps=32, early_exit=False)
+@pytest.mark.parametrize(
+    "policy",
+    [MixedPolicy, pytest.param(StockPolicy, marks=pytest.mark.slow)],
+    ids=lambda policy: policy.__name__,
+)
+def test_contract(strategy_name, policy):
+    task = CommonNoise("Pendulum-v1", policy(), max_steps=32, early_exit=False)
     strategy = poisoned(build(strategy_name, task))
     params = task.init_params(jax.random.key(1))
     nodes = jax.tree.leaves(params, is_leaf=lrne.genome.is_node)
-    assert any(isinstance(x, lrne.Factors) for x in nodes)  # both kinds of leaf
-    assert any(isinstance(x, jax.Array) and x.ndim == 2 for x in nodes)
+    factorized = any(isinstance(x, lrne.Factors) for x in nodes)
+    assert factorized == (policy is MixedPolicy)
+    assert any(isinstance(x, jax.Array) and x.ndim == 2 for x in nodes)  # a stock kernel
     start = strategy.init(jax.random.key(0), params, task)
     keys = jax.vmap(jax.random.fold_in, (None, 0))(jax.random.key(2), jnp.arange(GENERATIONS))
 

@@ -2,16 +2,13 @@
 links lead into the docs, and its one table matches the committed results."""
 
 import re
-import sys
 from pathlib import Path
 
+import harness  # benchmarks/harness.py (pytest's pythonpath)
 from markdown_blocks import python_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-import harness  # noqa: E402 (benchmarks/ is a directory of scripts, not a package)
 
 
 def test_headline_table_matches_committed_results(capsys):
