@@ -48,13 +48,20 @@ def isolated(f: Callable[..., Any], key: jax.Array, state: Any, *args: Any) -> A
     can round differently in two programs. Inside a branch nothing from outside
     is fused, so ``ask`` and ``tell`` round alike in a generation step and in a
     replay of them from recorded fitness (:func:`lrne.lineage.replay`), and a
-    population is drawn once for both evaluation and ``tell``. Under ``vmap``
-    (a step mapped over seeds) the cond becomes a select of two identical
-    branches, which XLA merges: no extra work (measured on a GA over 8 seeds),
-    though the isolation is then gone.
+    population is drawn once for both evaluation and ``tell``. The other branch
+    is never taken and only makes zeros of ``f``'s output types, so ``f`` is
+    compiled once. Under ``vmap`` (a step mapped over seeds) the cond becomes a
+    select between ``f``'s outputs and those zeros, though the isolation is
+    then gone.
     """
+
+    def never_taken(*operands: Any) -> Any:
+        # A second copy of f as this branch doubled the compile time of ask and tell.
+        shapes = jax.eval_shape(f, *operands)
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
     # Always true (a generation counts up from 0), but not known to the compiler.
-    return jax.lax.cond(state.generation >= 0, f, f, key, state, *args)
+    return jax.lax.cond(state.generation >= 0, f, never_taken, key, state, *args)
 
 
 def generation_step(
