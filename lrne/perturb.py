@@ -23,92 +23,12 @@ and ``h·V`` is vectorized over the output axis.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-from jax.extend.random import threefry2x32_p
 
 from lrne.genome import Drawn, LowRank, PyTree, path_str
-
-# Requests of up to this many numbers are drawn together. The batched hash carries
-# each number's key words through its loop (5 words a number instead of 2), so a
-# large leaf (a dense kernel under dense noise) keeps its own draw: it amortizes its
-# hash, and its memory stays as jax.random.normal's.
-BATCHED_SIZE = 2**16
-
-
-def _batchable(key: jax.Array, shape: tuple[int, ...], dtype: Any) -> bool:
-    """Whether :func:`standard_normals` draws this request in the batch."""
-    return (
-        np.dtype(dtype) == np.float32
-        and 0 < math.prod(shape) <= BATCHED_SIZE
-        and jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-        and key.shape == ()
-        and str(jax.random.key_impl(key)) == "threefry2x32"
-    )
-
-
-def _normal_of_bits(bits: jax.Array) -> jax.Array:
-    """float32 standard normals from 32 random bits each, as ``jax.random.normal`` makes
-    them: uniform on (nextafter(-1, 0), 1), then sqrt(2)·erfinv."""
-    low, high = np.nextafter(np.float32(-1), np.float32(0)), np.float32(1)
-    mantissa = jax.lax.shift_right_logical(bits, np.uint32(32 - 23))
-    one_to_two = jax.lax.bitcast_convert_type(mantissa | np.uint32(0x3F800000), jnp.float32)
-    uniform = jax.lax.max(low, (one_to_two - np.float32(1)) * (high - low) + low)
-    return np.float32(np.sqrt(2)) * jax.lax.erf_inv(uniform)
-
-
-def _normals_batched(keys: Sequence[jax.Array], shapes: Sequence[tuple[int, ...]]) -> list:
-    """float32 ``jax.random.normal(k, s)`` for each (k, s), as one hash and one transform."""
-    sizes = [math.prod(s) for s in shapes]
-    words = [jax.random.key_data(k) for k in keys]
-    k1, k2 = (
-        jnp.concatenate([jnp.broadcast_to(w[j], (n,)) for w, n in zip(words, sizes, strict=True)])
-        for j in (0, 1)
-    )
-    index = jnp.concatenate([jnp.arange(n, dtype=jnp.uint32) for n in sizes])
-    hi, lo = threefry2x32_p.bind(k1, k2, jnp.zeros_like(index), index)
-    # Opaque to XLA's simplifier: a constant scale applied to a draw is not folded
-    # into its sqrt(2) (which rounds differently), in any program.
-    normal = jax.lax.optimization_barrier(_normal_of_bits(hi ^ lo))
-    ends = np.cumsum(sizes)[:-1].tolist()
-    return [x.reshape(s) for x, s in zip(jnp.split(normal, ends), shapes, strict=True)]
-
-
-def standard_normals(
-    keys: Sequence[jax.Array], shapes: Sequence[tuple[int, ...]], dtypes: Sequence[Any]
-) -> list[jax.Array]:
-    """``[jax.random.normal(k, s, d) for k, s, d in zip(keys, shapes, dtypes)]``, bit for bit.
-
-    Under JAX's default PRNG (threefry, partitionable: element ``i`` of a draw
-    hashes (key, i)), a normal draw is elementwise in (key, flat index). So all
-    float32 requests are drawn as one: one threefry hash over every (key, index)
-    pair, then one uniform-to-normal transform, computed as ``jax.random.normal``
-    computes them. Drawn leaf by leaf, a generation step compiles one hash loop
-    and one inverse erf per leaf (a quarter of a small transformer's step).
-    Requests of other dtypes, other PRNGs or over :data:`BATCHED_SIZE` numbers are
-    drawn one by one.
-    """
-    shapes = [tuple(s) for s in shapes]
-    batch = [
-        i
-        for i, (k, s, d) in enumerate(zip(keys, shapes, dtypes, strict=True))
-        if _batchable(k, s, d)
-    ]
-    if len(batch) < 2 or not jax.config.jax_threefry_partitionable:
-        batch = []
-    out: list[Any] = [None] * len(shapes)
-    if batch:
-        drawn = _normals_batched([keys[i] for i in batch], [shapes[i] for i in batch])
-        for i, x in zip(batch, drawn, strict=True):
-            out[i] = x
-    for i, (k, s, d) in enumerate(zip(keys, shapes, dtypes, strict=True)):
-        if out[i] is None:
-            out[i] = jax.random.normal(k, s, d)
-    return out
 
 
 def gaussian_noise(
@@ -125,18 +45,13 @@ def gaussian_noise(
     float32's 24 bits) makes their product exact, so the sum is rounded once,
     the same way, fused or not. Each draw moves by under 2⁻¹² of its value.
     """
-    return scaled_noise(jax.random.normal(key, shape, dtype), scale)
-
-
-def scaled_noise(normal: jax.Array, scale: jax.typing.ArrayLike) -> jax.Array:
-    """:func:`gaussian_noise` of a standard normal draw already made (its dtype's)."""
-    info = jnp.finfo(normal.dtype)
+    info = jnp.finfo(dtype)
     bits = (info.nmant + 1) // 2 - 1
 
     def halve(v: jax.Array) -> jax.Array:
         return jax.lax.reduce_precision(v, exponent_bits=info.nexp, mantissa_bits=bits)
 
-    return halve(jnp.asarray(scale, normal.dtype)) * halve(normal)
+    return halve(jnp.asarray(scale, dtype)) * halve(jax.random.normal(key, shape, dtype))
 
 
 def is_lowrank(node: Any) -> bool:
@@ -188,32 +103,21 @@ def sample(
     get dense noise.
     """
     paths_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
-    if not paths_leaves:
-        return params
     keys = jax.random.split(key, len(paths_leaves))
-    pairs = jax.vmap(jax.random.split)(keys)  # row i: split(keys[i]), the low-rank (U, V) keys
-    # One request per dense leaf and two (U, V) per low-rank one, all drawn at once.
-    requests, lowrank = [], []
+    # Row i: split(keys[i]), the (U, V) keys of a low-rank leaf: one vectorized hash
+    # where a split per leaf compiles a hash loop each (same keys, bit for bit).
+    pairs = jax.vmap(jax.random.split)(keys)
+    out = []
     for i, (path, leaf) in enumerate(paths_leaves):
-        dtype = jnp.result_type(leaf)
-        lowrank.append(
-            noise_rank > 0 and jnp.ndim(leaf) >= 2 and not dense_noise_match(path, dense_noise)
-        )
-        if lowrank[-1]:
+        lowrank = noise_rank > 0 and jnp.ndim(leaf) >= 2
+        if lowrank and not dense_noise_match(path, dense_noise):
             m, n = matrix_shape(leaf.shape)
-            requests += [
-                (pairs[i, 0], (noise_rank, m), dtype),
-                (pairs[i, 1], (noise_rank, n), dtype),
-            ]
+            scale = sigma / math.sqrt(noise_rank)
+            u = scale * jax.random.normal(pairs[i, 0], (noise_rank, m), leaf.dtype)
+            v = jax.random.normal(pairs[i, 1], (noise_rank, n), leaf.dtype)
+            out.append(LowRank(u, v))
         else:
-            requests.append((keys[i], jnp.shape(leaf), dtype))
-    z = iter(standard_normals(*zip(*requests, strict=True)))
-    out = [
-        LowRank((sigma / math.sqrt(noise_rank)) * next(z), next(z))
-        if is_lowrank_leaf
-        else scaled_noise(next(z), sigma)
-        for is_lowrank_leaf in lowrank
-    ]
+            out.append(gaussian_noise(keys[i], jnp.shape(leaf), jnp.result_type(leaf), sigma))
     return jax.tree.unflatten(treedef, out)
 
 

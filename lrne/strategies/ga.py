@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from lrne.errors import ArgumentError
 from lrne.fitness import finite_mean, no_best, ranked
 from lrne.genome import Metrics, Population, PyTree
-from lrne.perturb import scaled_noise, standard_normals
+from lrne.perturb import gaussian_noise
 from lrne.strategies.base import (
     Ancestry,
     ScalarOrSchedule,
@@ -158,27 +158,22 @@ def ga(
         if density < 1:
             subspaces = jax.tree.leaves(subspace_mask(mask_key, params, density))
         sigma_now = jnp.asarray(at_generation(sigma, state.generation), jnp.float32)
+        # Every leaf's fold_in(keys[i], child) as one vectorized hash, where a fold_in
+        # per leaf compiles a hash loop each (the same keys, bit for bit).
         keys = jax.vmap(jax.random.fold_in, (0, None))(keys, child)
-        moving = [i for i, f in enumerate(jax.tree.leaves(frozen)) if not f]
-        drawn = standard_normals(
-            [keys[i] for i in moving],
-            [leaves[i].shape for i in moving],
-            [leaves[i].dtype for i in moving],
-        )
-        normals = dict(zip(moving, drawn, strict=True))
         children = []
-        for i, (leaf, std, is_factor, subspace) in enumerate(
-            zip(
-                leaves,
-                jax.tree.leaves(state.mutation_std),
-                jax.tree.leaves(factor),
-                subspaces,
-                strict=True,
-            )
+        for leaf, k, std, is_frozen, is_factor, subspace in zip(
+            leaves,
+            keys,
+            jax.tree.leaves(state.mutation_std),
+            jax.tree.leaves(frozen),
+            jax.tree.leaves(factor),
+            subspaces,
+            strict=True,
         ):
-            if i in normals:
+            if not is_frozen:
                 scale = (jnp.sqrt(sigma_now) if is_factor else sigma_now) * std
-                noise = scaled_noise(normals[i], scale)
+                noise = gaussian_noise(k, leaf.shape, leaf.dtype, scale)
                 if subspace is not None:
                     noise = jnp.where(subspace, noise, 0.0)
                 leaf = leaf + noise

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from lrne.fitness import no_best, ranked
 from lrne.genome import Metrics, Population, PyTree
-from lrne.perturb import scaled_noise, standard_normals
+from lrne.perturb import gaussian_noise
 from lrne.strategies import base as shared
 from lrne.strategies.base import Ancestry, ScalarOrSchedule, Strategy
 
@@ -102,9 +102,10 @@ def metropolis(num_chains: int, sigma: ScalarOrSchedule, beta: float) -> Strateg
         sigma_now = jnp.asarray(shared.at_generation(sigma, state.generation), jnp.float32)
         leaves, treedef = jax.tree.flatten(params)
         keys = jax.vmap(jax.random.fold_in, (0, None))(jax.random.split(key, len(leaves)), chain)
-        normals = standard_normals(list(keys), [x.shape for x in leaves], [x.dtype for x in leaves])
         scale = jnp.where(scored, sigma_now, 0.0)
-        proposal = [x + scaled_noise(z, scale) for x, z in zip(leaves, normals, strict=True)]
+        proposal = [
+            x + gaussian_noise(keys[i], x.shape, x.dtype, scale) for i, x in enumerate(leaves)
+        ]
         return jax.tree.unflatten(treedef, proposal)
 
     def ask(key: jax.Array, state: MetropolisState) -> tuple[Population, MetropolisState]:
