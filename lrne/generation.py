@@ -50,9 +50,9 @@ def isolated(f: Callable[..., Any], key: jax.Array, state: Any, *args: Any) -> A
     replay of them from recorded fitness (:func:`lrne.lineage.replay`), and a
     population is drawn once for both evaluation and ``tell``. The other branch
     is never taken and only makes zeros of ``f``'s output types, so ``f`` is
-    compiled once. Under ``vmap`` (a step mapped over seeds) the cond becomes a
-    select between ``f``'s outputs and those zeros, though the isolation is
-    then gone.
+    compiled once. Under ``vmap`` (a step mapped over seeds) ``f`` is mapped as
+    it is, without the cond (a mapped cond would run both branches and select):
+    the isolation is then gone.
     """
 
     def never_taken(*operands: Any) -> Any:
@@ -60,8 +60,20 @@ def isolated(f: Callable[..., Any], key: jax.Array, state: Any, *args: Any) -> A
         shapes = jax.eval_shape(f, *operands)
         return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
-    # Always true (a generation counts up from 0), but not known to the compiler.
-    return jax.lax.cond(state.generation >= 0, f, never_taken, key, state, *args)
+    @jax.custom_batching.custom_vmap
+    def branch(*operands: Any) -> Any:
+        # Always true (a generation counts up from 0), but not known to the compiler.
+        return jax.lax.cond(operands[1].generation >= 0, f, never_taken, *operands)
+
+    @branch.def_vmap
+    def mapped(axis_size: int, in_batched: list, *operands: Any) -> tuple[Any, Any]:
+        # Mapped (over seeds), a cond would become a select of f's outputs and the
+        # zeros: f alone, mapped, does no more work.
+        in_axes = jax.tree.map(lambda batched: 0 if batched else None, tuple(in_batched))
+        out = jax.vmap(f, in_axes=in_axes, axis_size=axis_size)(*operands)
+        return out, jax.tree.map(lambda _: True, out)
+
+    return branch(key, state, *args)
 
 
 def generation_step(

@@ -8,7 +8,9 @@ every strategy are in ``test_contract.py``.
 """
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 import lrne
 from lrne.nn import MLP
@@ -37,3 +39,29 @@ def test_compacted_early_exit_under_scan_tracks_the_best_and_reproduces():
     # random generation's fall early); every lived step was computed.
     assert history["env_steps_computed"][0] < 32 * 60
     assert np.all(history["env_steps"] <= history["env_steps_computed"])
+
+
+def test_a_step_mapped_over_seeds_is_each_seeds_step():
+    """vmap over seeds (states and keys, or keys of one shared state) gives each seed's
+    own step: ``isolated`` maps ask and tell as they are (no cond run on both branches)."""
+    task = lrne.tasks.Function(lambda x: -jnp.sum((x["w"] - 1.0) ** 2), {"w": jnp.zeros((3, 2))})
+    for strategy in (lrne.ga(8, 2, 0.3), lrne.es(8, 0.1, optax.adam(0.1), noise_rank=1)):
+        step = lrne.generation_step(strategy, task)
+        seeds = jax.random.split(jax.random.key(0), 3)
+        states = jax.vmap(lambda k, s=strategy: s.init(k, task.init_params(k)))(seeds)
+        keys = jax.random.split(jax.random.key(1), 3)
+        for in_axes, mapped_states in (
+            (0, states),
+            ((None, 0), jax.tree.map(lambda x: x[0], states)),
+        ):
+            mapped = jax.jit(jax.vmap(step, in_axes=in_axes))(mapped_states, keys)
+            for i in range(3):
+                state_i = (
+                    jax.tree.map(lambda x, i=i: x[i], states) if in_axes == 0 else mapped_states
+                )
+                one = jax.jit(step)(state_i, keys[i])
+                jax.tree.map(
+                    lambda a, b, i=i: np.testing.assert_allclose(a[i], b, rtol=1e-6, atol=1e-7),
+                    mapped,
+                    one,
+                )
