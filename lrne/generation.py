@@ -60,12 +60,15 @@ def isolated(f: Callable[..., Any], key: jax.Array, state: Any, *args: Any) -> A
         shapes = jax.eval_shape(f, *operands)
         return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
-    @jax.custom_batching.custom_vmap
     def branch(*operands: Any) -> Any:
         # Always true (a generation counts up from 0), but not known to the compiler.
         return jax.lax.cond(operands[1].generation >= 0, f, never_taken, *operands)
 
-    @branch.def_vmap
+    @jax.custom_batching.custom_vmap
+    def unmapped(*operands: Any) -> Any:
+        return branch(*operands)
+
+    @unmapped.def_vmap
     def mapped(axis_size: int, in_batched: list, *operands: Any) -> tuple[Any, Any]:
         # Mapped (over seeds), a cond would become a select of f's outputs and the
         # zeros: f alone, mapped, does no more work.
@@ -73,7 +76,15 @@ def isolated(f: Callable[..., Any], key: jax.Array, state: Any, *args: Any) -> A
         out = jax.vmap(f, in_axes=in_axes, axis_size=axis_size)(*operands)
         return out, jax.tree.map(lambda _: True, out)
 
-    return branch(key, state, *args)
+    @jax.custom_jvp
+    def isolated_f(*operands: Any) -> Any:
+        return unmapped(*operands)
+
+    @isolated_f.defjvp
+    def differentiated(primals: tuple, tangents: tuple) -> tuple[Any, Any]:
+        return jax.jvp(branch, primals, tangents)  # the cond itself: differentiable
+
+    return isolated_f(key, state, *args)
 
 
 def generation_step(

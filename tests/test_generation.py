@@ -65,3 +65,28 @@ def test_a_step_mapped_over_seeds_is_each_seeds_step():
                     mapped,
                     one,
                 )
+
+
+def test_isolated_is_differentiable_and_maps():
+    """jax.grad and jax.jvp go through lrne.generation.isolated (its JVP is the cond's),
+    also mapped over a batch."""
+    from typing import NamedTuple
+
+    from lrne.generation import isolated
+
+    class State(NamedTuple):
+        generation: jax.Array
+        x: jax.Array
+
+    def f(key, state):
+        return state.x**2 + jax.random.normal(key, state.x.shape), state
+
+    def loss(x):
+        return isolated(f, jax.random.key(0), State(jnp.array(0), x))[0].sum()
+
+    x = jnp.array([1.0, -2.0, 3.0])
+    np.testing.assert_allclose(jax.grad(loss)(x), 2 * x)
+    np.testing.assert_allclose(jax.jvp(loss, (x,), (jnp.ones(3),))[1], jnp.sum(2 * x))
+    np.testing.assert_allclose(
+        jax.jit(jax.vmap(jax.grad(loss)))(jnp.stack([x, -x])), [2 * x, -2 * x]
+    )
