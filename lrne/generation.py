@@ -64,9 +64,7 @@ def isolated(f: Callable[..., Any], key: jax.Array, state: Any, *args: Any) -> A
         # Always true (a generation counts up from 0), but not known to the compiler.
         return jax.lax.cond(operands[1].generation >= 0, f, never_taken, *operands)
 
-    @jax.custom_batching.custom_vmap
-    def unmapped(*operands: Any) -> Any:
-        return branch(*operands)
+    unmapped = jax.custom_batching.custom_vmap(branch)
 
     @unmapped.def_vmap
     def mapped(axis_size: int, in_batched: list, *operands: Any) -> tuple[Any, Any]:
@@ -76,13 +74,9 @@ def isolated(f: Callable[..., Any], key: jax.Array, state: Any, *args: Any) -> A
         out = jax.vmap(f, in_axes=in_axes, axis_size=axis_size)(*operands)
         return out, jax.tree.map(lambda _: True, out)
 
-    @jax.custom_jvp
-    def isolated_f(*operands: Any) -> Any:
-        return unmapped(*operands)
-
-    @isolated_f.defjvp
-    def differentiated(primals: tuple, tangents: tuple) -> tuple[Any, Any]:
-        return jax.jvp(branch, primals, tangents)  # the cond itself: differentiable
+    isolated_f = jax.custom_jvp(unmapped)
+    # Differentiated, it is the cond itself (custom_vmap alone does not linearize).
+    isolated_f.defjvp(lambda primals, tangents: jax.jvp(branch, primals, tangents))
 
     return isolated_f(key, state, *args)
 

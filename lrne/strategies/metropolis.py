@@ -104,7 +104,8 @@ def metropolis(num_chains: int, sigma: ScalarOrSchedule, beta: float) -> Strateg
         keys = jax.vmap(jax.random.fold_in, (0, None))(jax.random.split(key, len(leaves)), chain)
         scale = jnp.where(scored, sigma_now, 0.0)
         proposal = [
-            x + gaussian_noise(keys[i], x.shape, x.dtype, scale) for i, x in enumerate(leaves)
+            x + gaussian_noise(k, x.shape, x.dtype, scale)
+            for x, k in zip(leaves, keys, strict=True)
         ]
         return jax.tree.unflatten(treedef, proposal)
 
