@@ -146,8 +146,8 @@ def unit_mutations(params, settings: dict) -> list:
     child at any σ is the parent plus the unit delta rescaled (:func:`mutated`).
     """
     strategy = lrne.ga(settings["population"], settings["num_elites"], 1.0)
-    state = strategy.init(jax.random.key(1), params)
-    population, _ = strategy.ask(jax.random.key(2), state)
+    state = jax.jit(strategy.init)(jax.random.key(1), params)
+    population, _ = jax.jit(strategy.ask)(jax.random.key(2), state)  # one program, not op by op
     members = jax.device_get(population.members)
     parent = jax.device_get(params)
     return [
