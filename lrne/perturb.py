@@ -31,6 +31,13 @@ import jax.numpy as jnp
 from lrne.genome import Drawn, LowRank, PyTree, path_str
 
 
+def member_leaf_keys(key: jax.Array, num_leaves: int, member: jax.Array) -> jax.Array:
+    """Keys (num_leaves,) of one member's mutation: ``fold_in(split(key, num_leaves)[i],
+    member)`` for leaf i, computed as one vectorized hash (a ``fold_in`` per leaf
+    compiles a hash loop each; the keys are the same, bit for bit)."""
+    return jax.vmap(jax.random.fold_in, (0, None))(jax.random.split(key, num_leaves), member)
+
+
 def gaussian_noise(
     key: jax.Array, shape: tuple[int, ...], dtype: Any, scale: jax.typing.ArrayLike
 ) -> jax.Array:

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 from lrne.errors import ArgumentError
 from lrne.fitness import finite_mean, no_best, ranked
 from lrne.genome import Metrics, Population, PyTree
-from lrne.perturb import gaussian_noise
+from lrne.perturb import gaussian_noise, member_leaf_keys
 from lrne.strategies.base import (
     Ancestry,
     ScalarOrSchedule,
@@ -153,14 +153,11 @@ def ga(
         frozen = frozen_mask(state.mutation_std, freeze)
         factor = factor_mask(state.mutation_std)
         leaves, treedef = jax.tree.flatten(params)
-        keys = jax.random.split(jax.random.split(key)[1], len(leaves))
+        keys = member_leaf_keys(jax.random.split(key)[1], len(leaves), child)
         subspaces = [None] * len(leaves)
         if density < 1:
             subspaces = jax.tree.leaves(subspace_mask(mask_key, params, density))
         sigma_now = jnp.asarray(at_generation(sigma, state.generation), jnp.float32)
-        # Every leaf's fold_in(keys[i], child) as one vectorized hash, where a fold_in
-        # per leaf compiles a hash loop each (the same keys, bit for bit).
-        keys = jax.vmap(jax.random.fold_in, (0, None))(keys, child)
         children = []
         for leaf, k, std, is_frozen, is_factor, subspace in zip(
             leaves,

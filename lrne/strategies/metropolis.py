@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from lrne.fitness import no_best, ranked
 from lrne.genome import Metrics, Population, PyTree
-from lrne.perturb import gaussian_noise
+from lrne.perturb import gaussian_noise, member_leaf_keys
 from lrne.strategies import base as shared
 from lrne.strategies.base import Ancestry, ScalarOrSchedule, Strategy
 
@@ -101,7 +101,7 @@ def metropolis(num_chains: int, sigma: ScalarOrSchedule, beta: float) -> Strateg
         scored = state.generation > 0
         sigma_now = jnp.asarray(shared.at_generation(sigma, state.generation), jnp.float32)
         leaves, treedef = jax.tree.flatten(params)
-        keys = jax.vmap(jax.random.fold_in, (0, None))(jax.random.split(key, len(leaves)), chain)
+        keys = member_leaf_keys(key, len(leaves), chain)
         scale = jnp.where(scored, sigma_now, 0.0)
         proposal = [
             x + gaussian_noise(k, x.shape, x.dtype, scale)
