@@ -10,6 +10,8 @@ import jax
 import numpy as np
 import optax
 import pytest
+from test_lineage import TWO_DEVICES as LINEAGE_ON_2_DEVICES
+from test_normalization import TWO_DEVICES as NORMALIZATION_ON_2_DEVICES
 
 import lrne
 from lrne.distributed import population_mesh, sharded_generation_step
@@ -136,9 +138,10 @@ def _launch(code: str, args: list[str], devices: int) -> subprocess.Popen:
     )
 
 
-def _wait(proc: subprocess.Popen) -> None:
+def _wait(proc: subprocess.Popen) -> str:
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-3000:]
+    return out
 
 
 # One strategy per code path of the sharded step: replicated state (ES with
@@ -199,16 +202,20 @@ def test_sharded_runs_are_bit_identical_across_devices_and_processes(tmp_path):
 
     :data:`REPRESENTATIVE` strategies on 1, 2 (and 4) devices: see
     :func:`_check_runs`. Two processes of 2 devices each, joined by
-    jax.distributed, give the 1-device low-rank ES run bit for bit.
+    jax.distributed, give the 1-device low-rank ES run bit for bit. The
+    4-device process then runs the other modules' checks on 2 devices (a
+    sharded run's lineage record replays on one; normalized statistics
+    equal one device's), saving a process start each.
     """
     with socket.socket() as probe:
         probe.bind(("localhost", 0))
         address = f"localhost:{probe.getsockname()[1]}"
-    procs = [_launch(SCRIPT, [str(tmp_path / "runs.npz"), *REPRESENTATIVE], 4)] + [
+    script = SCRIPT + LINEAGE_ON_2_DEVICES + NORMALIZATION_ON_2_DEVICES
+    procs = [_launch(script, [str(tmp_path / "runs.npz"), *REPRESENTATIVE], 4)] + [
         _launch(MULTI_PROCESS, [address, str(i), str(tmp_path / f"{i}.npz")], 2) for i in range(2)
     ]
-    for proc in procs:
-        _wait(proc)
+    out, *_ = [_wait(proc) for proc in procs]  # every process ends
+    assert "lineage es_lowrank ok\n" in out and "normalized nres ok\n" in out, out[-3000:]
     runs = dict(np.load(tmp_path / "runs.npz"))
     _check_runs(runs, REPRESENTATIVE)
 

@@ -191,7 +191,7 @@ def test_short_ga_run_lowers_the_loss():
     )
     task = lrne.tasks.LanguageModel(model, TEXT, context=16, batch_size=8)
     strategy = lrne.ga(32, 4, 0.5)
-    state = strategy.init(jax.random.key(0), task.init_params(jax.random.key(1)))
+    state = strategy.init(jax.random.key(0), jax.jit(task.init_params)(jax.random.key(1)))
     step = lrne.generation_step(strategy, task)
     state, history = jax.jit(lambda s, k: jax.lax.scan(step, s, k))(
         state, jax.random.split(jax.random.key(2), 30)
