@@ -1,6 +1,9 @@
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from importlib.metadata import version
 
 # The suite is dominated by XLA compiling many small functions. Two codegen settings
 # make XLA:CPU compile faster: fusions emitted by its elemental IR emitter instead
@@ -15,11 +18,38 @@ import tempfile
 # tests (1 vs 2 devices, loop vs scan, replays, resume) pass under these flags and
 # under XLA's defaults. The benchmark scripts (run as subprocesses here at toy size
 # only) inherit the flags, real benchmark runs do not.
-os.environ.setdefault(
-    "XLA_FLAGS",
+CODEGEN_FLAGS = (
     "--xla_backend_optimization_level=1 --xla_cpu_use_fusion_emitters=false"
-    " --xla_cpu_multi_thread_eigen=false --xla_cpu_emitter_verification_level=0",
+    " --xla_cpu_multi_thread_eigen=false --xla_cpu_emitter_verification_level=0"
 )
+CHECKED_JAXLIB = ("0.10.2",)  # versions the suite has run with these flags
+
+
+def codegen_flags() -> str:
+    """The flags above, or none where this jaxlib refuses them.
+
+    XLA aborts a process on a flag it does not know, and an XLA release may drop
+    one: with a jaxlib not in CHECKED_JAXLIB the flags are first tried in a
+    throwaway process (~2 s); refused, the suite runs under XLA's defaults (the
+    same results, more compile time).
+    """
+    if version("jaxlib") in CHECKED_JAXLIB:
+        return CODEGEN_FLAGS
+    probe = subprocess.run(
+        [sys.executable, "-c", "import jax; jax.devices()"],
+        env={**os.environ, "XLA_FLAGS": CODEGEN_FLAGS},
+        capture_output=True,
+    )
+    if probe.returncode == 0:
+        return CODEGEN_FLAGS
+    print(
+        f"tests/conftest.py: jaxlib {version('jaxlib')} refuses {CODEGEN_FLAGS!r}", file=sys.stderr
+    )
+    return ""
+
+
+if "XLA_FLAGS" not in os.environ:  # set once by the controller; xdist workers inherit it
+    os.environ["XLA_FLAGS"] = codegen_flags()
 
 # Many tests start subprocesses (the CLI, resume, benchmarks, several devices)
 # that compile the same programs again. One persistent compilation cache per
